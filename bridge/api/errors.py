@@ -1,0 +1,164 @@
+"""The error envelope every response uses: `{"detail": {"code", "message"}}` plus a request id.
+
+Handlers raise ApiError; the middleware here turns it, and every failure nobody expected,
+into that envelope. Nothing reaches the client as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from bridge.store.redis import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+class SwitchError(Exception):
+    """FreeSWITCH refused or failed a command (a `-ERR`/`-USAGE` reply, or a failed job)."""
+
+    def __init__(self, command: str, reply: str, *, code: str = "switch_command_failed") -> None:
+        super().__init__(f"{command!r} -> {reply!r}")
+        self.command = command
+        self.reply = reply
+        self.code = code
+
+
+class SwitchUnavailable(Exception):
+    """No live ESL connection (FreeSWITCH down, or reconnecting)."""
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": {"code": code, "message": message, **extra}}
+
+
+def json_error(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    return web.json_response(error_body(code, message, **extra), status=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get(REQUEST_ID_HEADER) or _new_request_id()
+    request["request_id"] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        extra = dict(exc.extra)
+        if exc.status >= 500:
+            extra["request_id"] = request_id
+        response = json_error(exc.status, exc.code, exc.message, headers=exc.headers, **extra)
+    except SwitchUnavailable as exc:
+        log.warning("switch_unavailable", error=str(exc))
+        response = json_error(
+            503,
+            "switch_unavailable",
+            f"FreeSWITCH is not reachable: {exc}",
+            request_id=request_id,
+        )
+    except SwitchError as exc:
+        log.warning("switch_command_failed", command=exc.command, reply=exc.reply)
+        response = json_error(
+            502, exc.code, f"FreeSWITCH refused the command: {exc.reply}", request_id=request_id
+        )
+    except (StoreUnavailable, RedisError, ConnectionError) as exc:
+        log.error("store_unavailable", error=str(exc))
+        response = json_error(
+            503,
+            "store_unavailable",
+            "the session store (Redis) is not reachable",
+            request_id=request_id,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        response = json_error(exc.status, code, exc.reason or code, headers=_allow(exc))
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        response = json_error(500, "internal_error", "unexpected server error", request_id=request_id)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str] | None:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else None
+
+
+def _new_request_id() -> str:
+    from ulid import ULID
+
+    return f"req_{ULID()}"
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 in the envelope."""
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    return body
+
+
+def validation_error(exc: Any) -> ApiError:
+    """A pydantic ValidationError as a 400 with the field errors."""
+    errors = [
+        {
+            "loc": list(err.get("loc", ())),
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid body"}
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return ApiError(400, "validation_error", f"{where}: {first['msg']}", extra={"errors": errors})

@@ -1,0 +1,149 @@
+"""Runtime settings, read once from the environment (see the README's configuration table)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, str(default)))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_floats(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    return tuple(float(x) for x in raw.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class EslTarget:
+    host: str
+    port: int
+    password: str
+
+
+def parse_esl_url(url: str) -> EslTarget:
+    """`esl://:PASSWORD@HOST:PORT` -> EslTarget. The user part is ignored (inbound ESL has none)."""
+    parts = urlsplit(url)
+    if parts.scheme != "esl":
+        raise ValueError(f"BRIDGE_ESL_URL must start with esl://, got {url!r}")
+    return EslTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 8021,
+        password=parts.password or "ClueCon",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where things live
+    esl_url: str = "esl://:ClueCon@127.0.0.1:8021"
+    redis_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    data_dir: Path = Path("var")
+    public_base_url: str | None = None
+
+    # FreeSWITCH side
+    recordings_dir: str = "/usr/local/freeswitch/recordings"
+    gateway: str = "pstn"
+    sip_profile: str = "lab"
+    callcenter_domain: str = "default"
+    conference_profile: str = "default"
+    default_queue: str = "support"
+    fork_subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
+    esl_command_timeout_s: float = 10.0
+    originate_timeout_s: int = 30
+
+    # Callback tokens and sessions
+    token_ttl_s: int = 1800
+    token_refresh_at_s: int = 1500
+    ws_session_token_ttl_s: int = 86400
+    session_timeout_s: int = 1800
+
+    # Control endpoint
+    rate_limit_per_s: int = 10
+    idempotency_ttl_s: int = 86400
+    idempotency_short_ttl_s: int = 60
+
+    # Webhooks
+    webhook_timeout_s: float = 10.0
+    webhook_retry_schedule_s: tuple[float, ...] = (5, 30, 180, 900, 3600, 21600)
+    webhook_allow_loopback_http: bool = False
+    webhook_secret_grace_s: int = 86400
+
+    # Scheduler
+    scheduler_interval_s: float = 1.0
+
+    instance_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        d = cls()
+        return cls(
+            esl_url=_env("BRIDGE_ESL_URL", d.esl_url),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            http_host=_env("BRIDGE_HOST", d.http_host),
+            http_port=_env_int("BRIDGE_PORT", d.http_port),
+            data_dir=Path(_env("BRIDGE_DATA_DIR", str(d.data_dir))),
+            public_base_url=os.environ.get("BRIDGE_PUBLIC_BASE_URL") or None,
+            recordings_dir=_env("BRIDGE_RECORDINGS_DIR", d.recordings_dir),
+            gateway=_env("BRIDGE_GATEWAY", d.gateway),
+            sip_profile=_env("BRIDGE_SIP_PROFILE", d.sip_profile),
+            callcenter_domain=_env("BRIDGE_CALLCENTER_DOMAIN", d.callcenter_domain),
+            conference_profile=_env("BRIDGE_CONFERENCE_PROFILE", d.conference_profile),
+            default_queue=_env("BRIDGE_DEFAULT_QUEUE", d.default_queue),
+            fork_subprotocols=tuple(
+                s.strip()
+                for s in _env("BRIDGE_FORK_SUBPROTOCOLS", ",".join(d.fork_subprotocols)).split(",")
+                if s.strip()
+            ),
+            esl_command_timeout_s=_env_float("BRIDGE_ESL_TIMEOUT_S", d.esl_command_timeout_s),
+            originate_timeout_s=_env_int("BRIDGE_ORIGINATE_TIMEOUT_S", d.originate_timeout_s),
+            token_ttl_s=_env_int("BRIDGE_TOKEN_TTL_S", d.token_ttl_s),
+            token_refresh_at_s=_env_int("BRIDGE_TOKEN_REFRESH_AT_S", d.token_refresh_at_s),
+            ws_session_token_ttl_s=_env_int("BRIDGE_WS_SESSION_TOKEN_TTL_S", d.ws_session_token_ttl_s),
+            session_timeout_s=_env_int("BRIDGE_SESSION_TIMEOUT_S", d.session_timeout_s),
+            rate_limit_per_s=_env_int("BRIDGE_RATE_LIMIT_PER_S", d.rate_limit_per_s),
+            idempotency_ttl_s=_env_int("BRIDGE_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s),
+            idempotency_short_ttl_s=_env_int("BRIDGE_IDEMPOTENCY_SHORT_TTL_S", d.idempotency_short_ttl_s),
+            webhook_timeout_s=_env_float("BRIDGE_WEBHOOK_TIMEOUT_S", d.webhook_timeout_s),
+            webhook_retry_schedule_s=_env_floats(
+                "BRIDGE_WEBHOOK_RETRY_SCHEDULE_S", d.webhook_retry_schedule_s
+            ),
+            webhook_allow_loopback_http=_env_bool(
+                "BRIDGE_WEBHOOK_ALLOW_LOOPBACK_HTTP", d.webhook_allow_loopback_http
+            ),
+            webhook_secret_grace_s=_env_int("BRIDGE_WEBHOOK_SECRET_GRACE_S", d.webhook_secret_grace_s),
+            scheduler_interval_s=_env_float("BRIDGE_SCHEDULER_INTERVAL_S", d.scheduler_interval_s),
+        )
+
+    @property
+    def esl(self) -> EslTarget:
+        return parse_esl_url(self.esl_url)
+
+    def with_(self, **changes: object) -> Settings:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return replace(self, **changes)  # type: ignore[arg-type]

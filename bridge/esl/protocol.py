@@ -1,0 +1,231 @@
+"""ESL wire format: framing, header blocks and event bodies (freeswitch.md §1.2, §1.4).
+
+Pure functions and a stream reader; no sockets are opened here. Both the client
+(`bridge.esl.client`) and the switch simulator (`bridge.sim`) use this module, so the
+two ends of every test speak exactly the same framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+MAX_HEADER_BLOCK = 1 << 20  # FreeSWITCH's own command buffer limit
+MAX_BODY = 64 << 20
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a valid ESL frame."""
+
+
+@dataclass(slots=True)
+class Frame:
+    """One message on the socket: a header block plus an optional body."""
+
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
+
+    @property
+    def reply_text(self) -> str:
+        return self.headers.get("Reply-Text", "")
+
+    def body_text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(slots=True)
+class Event:
+    """A FreeSWITCH event with decoded headers. `body` is the event's own body (BACKGROUND_JOB
+    output, mod_audio_fork JSON, ...), never folded into the headers."""
+
+    headers: dict[str, str]
+    body: str | None = None
+    extra_blocks: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.headers.get("Event-Name", "")
+
+    @property
+    def subclass(self) -> str:
+        return self.headers.get("Event-Subclass", "")
+
+    @property
+    def unique_id(self) -> str:
+        return self.headers.get("Unique-ID", "")
+
+    @property
+    def key(self) -> str:
+        """The name handlers are registered under: the subclass for CUSTOM events."""
+        return self.subclass if self.name == "CUSTOM" and self.subclass else self.name
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+    def var(self, name: str, default: str = "") -> str:
+        return self.headers.get(f"variable_{name}", default)
+
+
+def parse_header_block(block: bytes, *, urldecode: bool = False) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw in block.decode("utf-8", errors="replace").split("\n"):
+        line = raw.rstrip("\r")
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ProtocolError(f"header line without a colon: {line[:80]!r}")
+        value = value[1:] if value.startswith(" ") else value
+        headers[name.strip()] = unquote(value) if urldecode else value
+    return headers
+
+
+def _content_length(headers: dict[str, str]) -> int:
+    raw = headers.get("Content-Length")
+    if raw is None:
+        return 0
+    try:
+        n = int(raw.strip())
+    except ValueError as exc:
+        raise ProtocolError(f"bad Content-Length {raw!r}") from exc
+    if n < 0 or n > MAX_BODY:
+        raise ProtocolError(f"Content-Length out of range: {n}")
+    return n
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Frame:
+    """Read one frame. Raises asyncio.IncompleteReadError on EOF, ProtocolError on garbage."""
+    # Tolerate stray blank lines between frames (some peers send "\n\n\n").
+    while True:
+        try:
+            block = await reader.readuntil(b"\n\n")
+        except asyncio.LimitOverrunError as exc:
+            raise ProtocolError("header block too large") from exc
+        if block.strip(b"\r\n"):
+            break
+    headers = parse_header_block(block)
+    length = _content_length(headers)
+    body = await reader.readexactly(length) if length else b""
+    return Frame(headers, body)
+
+
+def parse_frames(data: bytes) -> tuple[list[Frame], bytes]:
+    """Split a byte buffer into complete frames; returns (frames, leftover)."""
+    frames: list[Frame] = []
+    pos = 0
+    while True:
+        while data.startswith(b"\n", pos):
+            pos += 1
+        end = data.find(b"\n\n", pos)
+        if end < 0:
+            return frames, data[pos:]
+        headers = parse_header_block(data[pos : end + 2])
+        length = _content_length(headers)
+        body_start = end + 2
+        if len(data) - body_start < length:
+            return frames, data[pos:]
+        frames.append(Frame(headers, data[body_start : body_start + length]))
+        pos = body_start + length
+
+
+def parse_event(frame: Frame) -> Event:
+    """Decode a text/event-plain or text/event-json frame into an Event."""
+    ctype = frame.content_type
+    if ctype == "text/event-json":
+        try:
+            obj = json.loads(frame.body)
+        except ValueError as exc:
+            raise ProtocolError("event-json body is not JSON") from exc
+        if not isinstance(obj, dict):
+            raise ProtocolError("event-json body is not an object")
+        body = obj.pop("_body", None)
+        obj.pop("Content-Length", None)
+        headers = {k: "|".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in obj.items()}
+        return Event(headers, body if isinstance(body, str) else None)
+    if ctype == "text/event-plain":
+        return parse_plain_event(frame.body)
+    raise ProtocolError(f"not an event frame: {ctype!r}")
+
+
+def parse_plain_event(data: bytes) -> Event:
+    """The inner text of an event-plain frame: URL-encoded headers, then an optional body with
+    its own Content-Length. FreeSWITCH sometimes writes two events' headers back to back in one
+    frame (COMMAND then PRIVATE_COMMAND, see esl-captures/04): a repeated `Event-Name` starts a
+    new block, so the first event keeps its own values and the rest land in `extra_blocks`.
+    Other repeated names (CHANNEL_HANGUP_COMPLETE repeats `Hangup-Cause`) keep the first value."""
+    end = data.find(b"\n\n")
+    head, rest = (data, b"") if end < 0 else (data[: end + 1], data[end + 2 :])
+    blocks: list[dict[str, str]] = [{}]
+    for raw in head.decode("utf-8", errors="replace").split("\n"):
+        line = raw.rstrip("\r")
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ProtocolError(f"header line without a colon: {line[:80]!r}")
+        value = unquote(value[1:] if value.startswith(" ") else value)
+        if name == "Event-Name" and name in blocks[-1]:
+            blocks.append({})
+        blocks[-1].setdefault(name, value)
+    body: str | None = None
+    for block in blocks:
+        if "Content-Length" in block:
+            length = _content_length(block)
+            body = rest[:length].decode("utf-8", errors="replace")
+            del block["Content-Length"]
+    if not blocks[0]:
+        raise ProtocolError("empty event")
+    return Event(blocks[0], body, blocks[1:])
+
+
+# ---------------------------------------------------------------- encoding (both directions)
+
+_PLAIN_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '\r\n #%&+:;<=>?@[\\]^`{|}"')
+
+
+def url_encode(value: str) -> str:
+    """switch_url_encode: what FreeSWITCH escapes in event-plain header values."""
+    return quote(value, safe=_PLAIN_SAFE.replace("%", ""))
+
+
+def encode_frame(headers: dict[str, str] | list[tuple[str, str]], body: bytes | str = b"") -> bytes:
+    """A frame as FreeSWITCH writes it: headers, blank line, Content-Length bytes of body."""
+    raw = body.encode() if isinstance(body, str) else body
+    items = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    if raw:
+        items = [(k, v) for k, v in items if k != "Content-Length"]
+        items.insert(0, ("Content-Length", str(len(raw))))
+    head = "".join(f"{k}: {v}\n" for k, v in items)
+    return head.encode() + b"\n" + raw
+
+
+def encode_plain_event(headers: dict[str, str], body: str | None = None) -> bytes:
+    """The inner text of a text/event-plain frame."""
+    lines = [f"{k}: {url_encode(v)}\n" for k, v in headers.items()]
+    if body is not None:
+        raw = body.encode()
+        lines.append(f"Content-Length: {len(raw)}\n")
+        return ("".join(lines) + "\n").encode() + raw
+    return ("".join(lines) + "\n").encode()
+
+
+def encode_json_event(headers: dict[str, str], body: str | None = None) -> bytes:
+    obj: dict[str, str] = dict(headers)
+    if body is not None:
+        obj["Content-Length"] = str(len(body.encode()))
+        obj["_body"] = body
+    return json.dumps(obj).encode()
+
+
+def encode_command(command: str, headers: dict[str, str] | None = None) -> bytes:
+    """Client -> FreeSWITCH: the command line, extra header lines, blank line."""
+    if "\n" in command:
+        raise ValueError("an ESL command must be a single line")
+    extra = "".join(f"{k}: {v}\n" for k, v in (headers or {}).items())
+    return f"{command}\n{extra}\n".encode()

@@ -1,0 +1,83 @@
+"""The long-lived parts of one bridge process, built once and shared by every handler.
+
+Components are plain attributes; anything with a background loop registers it with
+`spawn()` so shutdown cancels it. Optional parts (the ESL client, the simulator) are None
+until set up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from bridge.config import Settings
+from bridge.media.tokens import TokenStore
+from bridge.store.tenants import TenantStore
+from bridge.webhooks.outbox import Outbox
+
+if TYPE_CHECKING:
+    from bridge.calls.manager import CallManager
+    from bridge.calls.sessions import SessionStore
+    from bridge.calls.switch import Switch
+    from bridge.calls.voice_agents import VoiceAgentStore
+    from bridge.esl.client import EslClient
+    from bridge.sim.server import SwitchSimulator
+    from bridge.webhooks.service import WebhookService
+
+log = structlog.get_logger(__name__)
+
+SERVICES_KEY: web.AppKey[Services] = web.AppKey("services")
+
+
+class Services:
+    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.tenants = TenantStore(redis)
+        self.tokens = TokenStore(redis)
+        self.outbox = Outbox(redis)
+        self.esl: EslClient | None = None
+        self.sim: SwitchSimulator | None = None
+        # Set by bridge.runtime.build_services; typed here so every handler sees one shape.
+        self.sessions: SessionStore = None  # type: ignore[assignment]
+        self.voice_agents: VoiceAgentStore = None  # type: ignore[assignment]
+        self.switch: Switch = None  # type: ignore[assignment]
+        self.calls: CallManager = None  # type: ignore[assignment]
+        self.webhooks: WebhookService | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run a background loop for the life of the process; a crash is logged, not lost."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_crashed", task=task.get_name(), exc_info=task.exception())
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception:
+                log.exception("close_failed")
+        await self.redis.aclose()
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES_KEY]

@@ -1,0 +1,209 @@
+"""Every Redis key the bridge uses, and its lifetime, in one place.
+
+Key builders are plain functions so a grep for a key's prefix finds its only definition.
+Values are strings (decode_responses=True); JSON documents are stored as strings.
+"""
+
+from __future__ import annotations
+
+PREFIX = "bridge:"
+
+# ---------------------------------------------------------------- tenants and API keys
+# tenant:{tid}                hash  id, name, default_voice_agent_id, created_at      no TTL
+# tenants                     set   of tenant ids                                     no TTL
+# apikey:{sha256(key)}        hash  id, tenant_id, scopes (json list), prefix, created_at, revoked
+# tenant:{tid}:apikeys        set   of key hashes
+
+
+def tenant(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}"
+
+
+def tenants() -> str:
+    return f"{PREFIX}tenants"
+
+
+def api_key(key_hash: str) -> str:
+    return f"{PREFIX}apikey:{key_hash}"
+
+
+def tenant_api_keys(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:apikeys"
+
+
+# ---------------------------------------------------------------- voice agents, campaigns, leads
+# va:{id}                     string JSON document of the voice agent                no TTL
+# tenant:{tid}:vas            zset  voice agent ids by created_at
+# va:{id}:active              set   call_ids holding one of the agent's max_concurrent slots
+# campaign:{id}               string JSON (tenant_id, voice_agent_id, name, ...)     no TTL
+# lead:{id}                   string JSON (tenant_id, phone, metadata, custom_fields, status, ...)
+
+
+def voice_agent(va_id: str) -> str:
+    return f"{PREFIX}va:{va_id}"
+
+
+def tenant_voice_agents(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:vas"
+
+
+def voice_agent_active(va_id: str) -> str:
+    return f"{PREFIX}va:{va_id}:active"
+
+
+def campaign(campaign_id: str) -> str:
+    return f"{PREFIX}campaign:{campaign_id}"
+
+
+def tenant_campaigns(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:campaigns"
+
+
+def lead(lead_id: str) -> str:
+    return f"{PREFIX}lead:{lead_id}"
+
+
+def campaign_leads(campaign_id: str) -> str:
+    return f"{PREFIX}campaign:{campaign_id}:leads"
+
+
+# ---------------------------------------------------------------- AI sessions (one per call)
+# session:{call_id}           hash  see bridge.calls.sessions.Session                 SESSION_TTL_S after end
+# session:{call_id}:logs      list  JSON log entries (metadata.logs[])               same
+# session:{call_id}:tokens    set   token hashes minted for the call                 same
+# tenant:{tid}:sessions       zset  call ids by started_at (ms)                        trimmed
+# sessions:live               set   call ids whose session has not ended (resync, slots)
+# call:{uuid}:owner           string instance id that owns the call's lifecycle   CALL_OWNER_TTL_S
+
+SESSION_TTL_S = 7 * 86400
+CALL_OWNER_TTL_S = 6 * 3600
+
+
+def session(call_id: str) -> str:
+    return f"{PREFIX}session:{call_id}"
+
+
+def session_logs(call_id: str) -> str:
+    return f"{PREFIX}session:{call_id}:logs"
+
+
+def session_tokens(call_id: str) -> str:
+    return f"{PREFIX}session:{call_id}:tokens"
+
+
+def tenant_sessions(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:sessions"
+
+
+def live_sessions() -> str:
+    return f"{PREFIX}sessions:live"
+
+
+def call_owner(call_id: str) -> str:
+    return f"{PREFIX}call:{call_id}:owner"
+
+
+# ---------------------------------------------------------------- callback tokens
+# cbtoken:{sha256(token)}     hash  jti, call_id, tenant_id, expires_at, revoked     TTL = until expiry + grace
+# Kept past expiry for TOKEN_GRACE_S so an expired token answers "expired", not "unknown".
+
+TOKEN_GRACE_S = 3600
+
+
+def callback_token(token_hash: str) -> str:
+    return f"{PREFIX}cbtoken:{token_hash}"
+
+
+# ---------------------------------------------------------------- control endpoint
+# rl:{call_id}:{epoch_s}      string request counter for one second                TTL 2 s
+# idem:{call_id}:{key}        hash   state, fingerprint, status, body              TTL per verb class
+
+
+def rate_limit(call_id: str, epoch_s: int) -> str:
+    return f"{PREFIX}rl:{call_id}:{epoch_s}"
+
+
+def idempotency(call_id: str, key: str) -> str:
+    return f"{PREFIX}idem:{call_id}:{key}"
+
+
+# ---------------------------------------------------------------- domain events and webhooks
+# outbox                      stream domain events (event_id, event_type, tenant_id, timestamp, data)
+# webhook:{id}                string JSON subscription
+# tenant:{tid}:webhooks       set    subscription ids
+# webhook:{id}:deliveries     list   JSON delivery log entries, newest first (capped)
+# webhooks:retry              zset   delivery ids by due time (ms)
+# delivery:{id}               hash   a pending/dead delivery (event, subscription, attempt, ...)
+
+OUTBOX_MAXLEN = 1_000_000
+DELIVERY_LOG_MAX = 1000
+
+
+def outbox() -> str:
+    return f"{PREFIX}outbox"
+
+
+def webhook(sub_id: str) -> str:
+    return f"{PREFIX}webhook:{sub_id}"
+
+
+def tenant_webhooks(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:webhooks"
+
+
+def webhook_deliveries(sub_id: str) -> str:
+    return f"{PREFIX}webhook:{sub_id}:deliveries"
+
+
+def webhook_retry_queue() -> str:
+    return f"{PREFIX}webhooks:retry"
+
+
+def delivery(delivery_id: str) -> str:
+    return f"{PREFIX}delivery:{delivery_id}"
+
+
+# ---------------------------------------------------------------- callbacks (schedule_callback)
+# callback:{id}               string JSON callback                                   no TTL
+# callbacks:due               zset   callback ids by scheduled_at (ms); ZREM claims one
+# tenant:{tid}:callbacks      zset   callback ids by scheduled_at
+
+
+def callback(callback_id: str) -> str:
+    return f"{PREFIX}callback:{callback_id}"
+
+
+def callbacks_due() -> str:
+    return f"{PREFIX}callbacks:due"
+
+
+def tenant_callbacks(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:callbacks"
+
+
+# ---------------------------------------------------------------- conferences and supervision
+# conference:{conf_id}        hash   conference state (call_id, name, ...)
+# conference:{conf_id}:members hash  member_id -> JSON participant
+# escalation:{id}             hash   escalation (call_id, tenant_id, reason, urgency, claimed_by, ...)
+# tenant:{tid}:escalations    zset   open escalation ids by created_at
+# monitor:{call_id}           hash   target_call_id -> JSON relationship (mode, ...)
+
+
+def conference(conf_id: str) -> str:
+    return f"{PREFIX}conference:{conf_id}"
+
+
+def conference_members(conf_id: str) -> str:
+    return f"{PREFIX}conference:{conf_id}:members"
+
+
+def escalation(esc_id: str) -> str:
+    return f"{PREFIX}escalation:{esc_id}"
+
+
+def tenant_escalations(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:escalations"
+
+
+def monitors(call_id: str) -> str:
+    return f"{PREFIX}monitor:{call_id}"
