@@ -104,7 +104,7 @@ def call_owner(call_id: str) -> str:
 
 
 # ---------------------------------------------------------------- callback tokens
-# cbtoken:{sha256(token)}     hash  jti, call_id, tenant_id, expires_at, revoked     TTL = until expiry + grace
+# cbtoken:{sha256(token)}     hash  jti, call_id, tenant_id, expires_at, revoked    TTL expiry+grace
 # Kept past expiry for TOKEN_GRACE_S so an expired token answers "expired", not "unknown".
 
 TOKEN_GRACE_S = 3600
