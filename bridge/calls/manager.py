@@ -1,0 +1,504 @@
+"""Call lifecycle: ESL events in, AI sessions and domain events out.
+
+Events are queued per channel uuid and handled by one task per live call, so a call's
+events are applied in the order FreeSWITCH sent them while calls never wait on each other,
+and the ESL reader never waits on any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from bridge.api.errors import SwitchError, SwitchUnavailable
+from bridge.calls.sessions import Session, iso
+from bridge.calls.voice_agents import VoiceAgent
+from bridge.esl.protocol import Event
+from bridge.store import keys
+from bridge.store.crm import CampaignStore, LeadStore
+
+if TYPE_CHECKING:
+    from bridge.services import Services
+
+log = structlog.get_logger(__name__)
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+# Channel variables the dialplan (freeswitch-conf/dialplan) sets on a parked AI call.
+VAR_TENANT = "bridge_tenant_id"
+VAR_CAMPAIGN = "bridge_campaign_id"
+VAR_VOICE_AGENT = "bridge_voice_agent_id"
+VAR_LEAD = "bridge_lead_id"
+VAR_DIRECTION = "bridge_direction"
+
+FORK_BUGNAME = "ai_fork"
+_IDLE_WORKER_S = 120.0
+_NORMAL_CAUSES = {"NORMAL_CLEARING", "ORIGINATOR_CANCEL", "NORMAL_UNSPECIFIED"}
+
+
+class NoVoiceAgent(Exception):
+    pass
+
+
+class CallManager:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.settings = svc.settings
+        self.campaigns = CampaignStore(svc.redis)
+        self.leads = LeadStore(svc.redis)
+        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._handlers: dict[str, list[EventHandler]] = {}
+        self._timers: dict[str, list[asyncio.TimerHandle | asyncio.Task[Any]]] = {}
+        # Other modules (token refresh) add coroutines here: hook(call_id, agent, token).
+        self.after_connect: list[Callable[..., Awaitable[None]]] = []
+
+    # ------------------------------------------------------------ wiring
+
+    async def start(self) -> None:
+        assert self.svc.esl is not None
+        self.svc.esl.add_event_handler(self._route)
+        self.svc.esl.add_connection_listener(on_up=self.resync)
+        for key, handler in (
+            ("CHANNEL_PARK", self._on_park),
+            ("CHANNEL_ANSWER", self._on_answer),
+            ("CHANNEL_HANGUP_COMPLETE", self._on_hangup_complete),
+            ("RECORD_STOP", self._on_record_stop),
+            ("mod_audio_fork::connect", self._on_fork_connect),
+            ("mod_audio_fork::connect_failed", self._on_fork_lost),
+            ("mod_audio_fork::disconnect", self._on_fork_lost),
+        ):
+            self.on(key, handler)
+
+    def on(self, key: str, handler: EventHandler) -> None:
+        """Register a handler for an Event-Name (or a CUSTOM subclass). Handlers of one call
+        run one at a time, in event order."""
+        self._handlers.setdefault(key, []).append(handler)
+
+    def _route(self, event: Event) -> None:
+        uuid = event.unique_id
+        queue = self._queues.get(uuid)
+        if queue is None:
+            queue = asyncio.Queue()
+            self._queues[uuid] = queue
+            self.svc.spawn(self._drain(uuid, queue), name=f"call:{uuid or 'global'}")
+        queue.put_nowait(event)
+
+    async def _drain(self, uuid: str, queue: asyncio.Queue[Event]) -> None:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), _IDLE_WORKER_S)
+            except TimeoutError:
+                break
+            for handler in self._handlers.get(event.key, ()):
+                try:
+                    await handler(event)
+                except Exception:
+                    log.exception("event_handler_failed", event=event.key, call_id=uuid)
+            if event.name == "CHANNEL_DESTROY" and queue.empty():
+                break
+        if self._queues.get(uuid) is queue:
+            del self._queues[uuid]
+            if not queue.empty():  # events that arrived while we were finishing
+                self._queues[uuid] = queue
+                self.svc.spawn(self._drain(uuid, queue), name=f"call:{uuid}")
+
+    async def idle(self, timeout: float = 5.0) -> None:
+        """Wait until every queued event has been handled (tests and shutdown use it)."""
+        deadline = time.monotonic() + timeout
+        while any(not q.empty() for q in self._queues.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("call events still queued")
+            await asyncio.sleep(0.01)
+
+    # ------------------------------------------------------------ voice agent resolution
+
+    async def resolve_agent(
+        self, tenant_id: str, *, flow_voice_agent_id: str | None, campaign_id: str | None
+    ) -> VoiceAgent:
+        """flow > campaign > tenant default; the first that names an active agent wins."""
+        candidates: list[str] = []
+        if flow_voice_agent_id:
+            candidates.append(flow_voice_agent_id)
+        if campaign_id:
+            campaign = await self.campaigns.get(campaign_id, tenant_id)
+            if campaign and campaign.get("voice_agent_id"):
+                candidates.append(campaign["voice_agent_id"])
+        default = await self.svc.voice_agents.get_default(tenant_id)
+        if default:
+            candidates.append(default)
+        for va_id in candidates:
+            agent = await self.svc.voice_agents.get(va_id, tenant_id)
+            if agent is not None and agent.status == "active":
+                return agent
+        raise NoVoiceAgent(tenant_id)
+
+    # ------------------------------------------------------------ inbound: CHANNEL_PARK
+
+    async def _on_park(self, event: Event) -> None:
+        tenant_id = event.var(VAR_TENANT)
+        if not tenant_id or event.var(VAR_DIRECTION) == "outbound":
+            return
+        call_id = event.unique_id
+        claimed = await self.svc.redis.set(
+            keys.call_owner(call_id), self.settings.instance_id, nx=True, ex=keys.CALL_OWNER_TTL_S
+        )
+        if not claimed or await self.svc.sessions.get(call_id) is not None:
+            return  # another instance owns it, or a re-park of a call we already handle
+        session = Session(
+            call_id=call_id,
+            tenant_id=tenant_id,
+            direction="inbound",
+            from_=event.get("Caller-Caller-ID-Number"),
+            to=event.get("Caller-Destination-Number"),
+            campaign_id=event.var(VAR_CAMPAIGN) or None,
+            lead_id=event.var(VAR_LEAD) or None,
+            started_at=time.time(),
+        )
+        agent: VoiceAgent | None = None
+        try:
+            agent = await self.resolve_agent(
+                tenant_id,
+                flow_voice_agent_id=event.var(VAR_VOICE_AGENT) or None,
+                campaign_id=session.campaign_id,
+            )
+        except NoVoiceAgent:
+            pass
+        if agent is not None:
+            session.voice_agent_id = agent.id
+            session.ws_url = agent.ws_url
+            session.subprotocol = agent.subprotocol
+            session.token_lifetime = agent.token_lifetime
+        await self.svc.sessions.create(session)
+        await self.emit_call_started(session)
+        if agent is None:
+            log.warning("no_voice_agent_configured", call_id=call_id, tenant_id=tenant_id)
+            await self.reject(session, "no_voice_agent_configured", cause="SERVICE_UNAVAILABLE")
+            return
+        if agent.subprotocol not in self.settings.fork_subprotocols:
+            await self.reject(session, "subprotocol_mismatch", cause="SERVICE_UNAVAILABLE")
+            return
+        if not await self.svc.voice_agents.acquire_slot(agent, call_id):
+            log.warning("max_concurrent_exceeded", call_id=call_id, voice_agent_id=agent.id)
+            await self.reject(session, "max_concurrent_exceeded", cause="USER_BUSY")
+            return
+        try:
+            await self.svc.switch.answer(call_id)
+            await self.mark_answered(call_id)
+            await self.connect_ai(call_id, agent)
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.error("ai_call_setup_failed", call_id=call_id, error=str(exc))
+            await self.finish(call_id, "error", f"switch_error: {exc}")
+            await self._kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+
+    async def reject(self, session: Session, reason: str, *, cause: str) -> None:
+        """End the session with outcome `error` and hang the caller up with `cause`."""
+        await self.finish(session.call_id, "error", reason)
+        await self._kill_quietly(session.call_id, cause)
+
+    async def _kill_quietly(self, call_id: str, cause: str) -> None:
+        try:
+            await self.svc.switch.kill(call_id, cause)
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.warning("hangup_failed", call_id=call_id, error=str(exc))
+
+    # ------------------------------------------------------------ answer and the AI's fork
+
+    async def _on_answer(self, event: Event) -> None:
+        session = await self.svc.sessions.get(event.unique_id)
+        if session is None:
+            return
+        first = await self.mark_answered(session.call_id)
+        if first and session.direction == "outbound" and not session.terminal and session.voice_agent_id:
+            agent = await self.svc.voice_agents.get(session.voice_agent_id)
+            if agent is None:
+                await self.reject(session, "no_voice_agent_configured", cause="SERVICE_UNAVAILABLE")
+                return
+            try:
+                await self.connect_ai(session.call_id, agent)
+            except (SwitchError, SwitchUnavailable) as exc:
+                log.error("ai_call_setup_failed", call_id=session.call_id, error=str(exc))
+                await self.finish(session.call_id, "error", f"switch_error: {exc}")
+                await self._kill_quietly(session.call_id, "NORMAL_TEMPORARY_FAILURE")
+
+    async def mark_answered(self, call_id: str) -> bool:
+        """Record the answer once, whoever sees it first (our uuid_answer or CHANNEL_ANSWER)."""
+        now = time.time()
+        if not await self.svc.sessions.set_once(call_id, "answered_at", repr(now)):
+            return False
+        session = await self.svc.sessions.get(call_id)
+        if session is None:
+            return False
+        if not session.terminal:
+            await self.svc.sessions.update(call_id, state="in_progress")
+        await self.svc.outbox.emit(
+            "call.answered",
+            session.tenant_id,
+            {
+                "call_id": call_id,
+                "campaign_id": session.campaign_id,
+                "answer_time": iso(now),
+                "ring_duration_s": round(max(0.0, now - session.started_at), 3),
+            },
+        )
+        return True
+
+    async def connect_ai(self, call_id: str, agent: VoiceAgent) -> None:
+        """Start the stereo recording and open the audio fork to the agent's WebSocket."""
+        session = await self.svc.sessions.get(call_id)
+        if session is None:
+            return
+        settings = self.settings
+        ttl = (
+            settings.ws_session_token_ttl_s if agent.token_lifetime == "ws_session" else settings.token_ttl_s
+        )
+        token = await self.svc.tokens.mint(call_id=call_id, tenant_id=session.tenant_id, ttl_s=ttl)
+        path = f"{settings.recordings_dir.rstrip('/')}/{call_id}.wav"
+        await self.svc.switch.record_start(call_id, path)
+        await self.svc.sessions.update(call_id, recording_path=path, recording_state="recording")
+        await self.svc.switch.setvar(call_id, "mod_audio_fork_subprotocol", agent.subprotocol)
+        if agent.auth_token:
+            await self.svc.switch.setvar(call_id, "mod_audio_fork_auth_token", agent.auth_token)
+        lead = await self.leads.get(session.lead_id, session.tenant_id) if session.lead_id else None
+        metadata = {
+            "type": "metadata",
+            "call_id": call_id,
+            "tenant_id": session.tenant_id,
+            "voice_agent_id": agent.id,
+            "callback_token": token.token,
+            "token_expires_at": iso(token.expires_at),
+            "from": session.from_,
+            "to": session.to,
+            "direction": session.direction,
+            "campaign_id": session.campaign_id,
+            "lead_id": session.lead_id,
+            "lead_metadata": (lead or {}).get("metadata", {}),
+            "audio_format": agent.audio_format,
+        }
+        await self.svc.switch.fork_start(
+            call_id,
+            agent.ws_url,
+            sample_rate_hz=agent.sample_rate_hz,
+            metadata=metadata,
+            bugname=FORK_BUGNAME,
+        )
+        await self.svc.outbox.emit(
+            "ai_session.started",
+            session.tenant_id,
+            {
+                "call_id": call_id,
+                "voice_agent_id": agent.id,
+                "ws_url": agent.ws_url,
+                "subprotocol": agent.subprotocol,
+                "started_at": iso(session.started_at),
+            },
+        )
+        for hook in self.after_connect:
+            await hook(call_id, agent, token)
+
+    async def _on_fork_connect(self, event: Event) -> None:
+        if await self.svc.sessions.get(event.unique_id) is not None:
+            await self.svc.sessions.update(event.unique_id, fork_connected=True)
+
+    async def _on_fork_lost(self, event: Event) -> None:
+        """The AI's WebSocket dropped or never connected: the agent's ws_disconnect_action decides."""
+        call_id = event.unique_id
+        session = await self.svc.sessions.get(call_id)
+        if session is None:
+            return
+        await self.svc.sessions.update(call_id, fork_connected=False)
+        if session.token_lifetime == "ws_session":
+            await self.svc.tokens.revoke_all_for_call(call_id)
+        if session.terminal or event.get("Answer-State") == "hangup":
+            return
+        if not await self._channel_alive(call_id):
+            return
+        agent = await self.svc.voice_agents.get(session.voice_agent_id or "")
+        action = agent.ws_disconnect_action if agent else "hangup"
+        reason = "ws_connect_failed" if event.subclass.endswith("connect_failed") else "ws_disconnected"
+        log.warning("ai_websocket_lost", call_id=call_id, reason=reason, action=action)
+        if action == "transfer_to_queue":
+            queue = self.settings.default_queue
+            dest = f"'callcenter:{queue}@{self.settings.callcenter_domain}' inline"
+            try:
+                await self.svc.switch.api(f"uuid_transfer {call_id} {dest}")
+            except (SwitchError, SwitchUnavailable) as exc:
+                log.error("fallback_transfer_failed", call_id=call_id, error=str(exc))
+                await self.finish(call_id, "error", reason)
+                await self._kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+                return
+            transfer = {
+                "destination_type": "agent_queue",
+                "destination": queue,
+                "metadata": {"reason": reason},
+            }
+            await self.svc.sessions.update(call_id, transfer=json.dumps(transfer))
+            await self.svc.outbox.emit(
+                "ai_session.transferred", session.tenant_id, {"call_id": call_id, **transfer}
+            )
+            await self.finish(call_id, "transferred_agent_queue", reason)
+        else:
+            await self.finish(call_id, "error", reason)
+            await self._kill_quietly(call_id, "NORMAL_CLEARING")
+
+    async def _channel_alive(self, call_id: str) -> bool:
+        try:
+            return await self.svc.switch.exists(call_id)
+        except (SwitchError, SwitchUnavailable):
+            return False
+
+    # ------------------------------------------------------------ the end of a session / call
+
+    async def finish(self, call_id: str, outcome: str, reason: str = "") -> bool:
+        """End the AI session once (any instance may try; one wins) and fire ai_session.ended."""
+        if not await self.svc.sessions.end(call_id, outcome, reason):
+            return False
+        for timer in self._timers.pop(call_id, []):
+            timer.cancel()
+        session = await self.svc.sessions.get(call_id)
+        if session is None:
+            return True
+        if session.voice_agent_id:
+            await self.svc.voice_agents.release_slot(session.voice_agent_id, call_id)
+        logs = await self.svc.sessions.logs(call_id)
+        await self.svc.outbox.emit(
+            "ai_session.ended",
+            session.tenant_id,
+            {
+                "call_id": call_id,
+                "voice_agent_id": session.voice_agent_id,
+                "outcome": outcome,
+                "reason": reason or None,
+                "ended_at": iso(session.ended_at),
+                "duration_s": session.duration_s(),
+                "metadata": {"logs": logs},
+            },
+        )
+        log.info("ai_session_ended", call_id=call_id, outcome=outcome, reason=reason)
+        return True
+
+    def add_timer(self, call_id: str, timer: asyncio.TimerHandle | asyncio.Task[Any]) -> None:
+        """Timers that die with the session (token refresh, session timeout)."""
+        self._timers.setdefault(call_id, []).append(timer)
+
+    async def _on_hangup_complete(self, event: Event) -> None:
+        call_id = event.unique_id
+        session = await self.svc.sessions.get(call_id)
+        if session is None:
+            return
+        cause = event.get("Hangup-Cause") or event.var("hangup_cause") or "NORMAL_CLEARING"
+        await self.call_ended(session, cause)
+
+    async def call_ended(self, session: Session, cause: str) -> None:
+        call_id = session.call_id
+        await self.svc.sessions.update(call_id, hangup_cause=cause, call_ended_at=time.time())
+        if not session.terminal:
+            if session.answered:
+                reason = "caller_hangup" if cause in _NORMAL_CAUSES else f"hangup_cause:{cause}"
+                await self.finish(call_id, "hangup", reason)
+            else:
+                await self.finish(call_id, "error", f"not_answered:{cause}")
+        if not await self.svc.sessions.set_once(call_id, "call_ended_emitted", "1"):
+            return
+        session = await self.svc.sessions.get(call_id) or session
+        now = time.time()
+        talk = int(now - session.answered_at) if session.answered_at else 0
+        await self.svc.outbox.emit(
+            "call.ended",
+            session.tenant_id,
+            {
+                "call_id": call_id,
+                "campaign_id": session.campaign_id,
+                "lead_id": session.lead_id,
+                "end_time": iso(now),
+                "hangup_cause": cause,
+                "talk_duration_s": talk,
+                "disposition": session.disposition,
+                "notes": session.notes,
+                "recording_url": self.recording_url(session),
+            },
+        )
+
+    def recording_url(self, session: Session) -> str | None:
+        if not session.recording_path:
+            return None
+        return f"file://{session.recording_path}"
+
+    async def _on_record_stop(self, event: Event) -> None:
+        session = await self.svc.sessions.get(event.unique_id)
+        if session is None or not await self.svc.sessions.set_once(session.call_id, "recording_ready", "1"):
+            return
+        seconds = event.var("record_seconds") or "0"
+        await self.svc.outbox.emit(
+            "call.recording_ready",
+            session.tenant_id,
+            {
+                "call_id": session.call_id,
+                "recording_url": self.recording_url(session),
+                "duration_s": int(float(seconds or 0)),
+                "stereo": True,
+            },
+        )
+
+    async def emit_call_started(self, session: Session) -> None:
+        await self.svc.outbox.emit(
+            "call.started",
+            session.tenant_id,
+            {
+                "call_id": session.call_id,
+                "direction": session.direction,
+                "from": session.from_,
+                "to": session.to,
+                "campaign_id": session.campaign_id,
+                "lead_id": session.lead_id,
+                "voice_agent_id": session.voice_agent_id,
+                "started_at": iso(session.started_at),
+            },
+        )
+
+    # ------------------------------------------------------------ resync after (re)connect
+
+    async def resync(self) -> None:
+        """Sessions whose channel vanished while the ESL link was down are ended; slots held
+        by calls that are no longer live are freed (a crash cannot leak them)."""
+        try:
+            raw = await self.svc.switch.api("show channels as json")
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.error("resync_failed", error=str(exc))
+            return
+        try:
+            rows = json.loads(raw).get("rows") or []
+        except ValueError:
+            log.error("resync_unparseable_channels", head=raw[:120])
+            return
+        alive = {row.get("uuid") for row in rows}
+        for call_id in await self.svc.sessions.live_call_ids():
+            if call_id in alive:
+                continue
+            session = await self.svc.sessions.get(call_id)
+            if session is None:
+                await self.svc.redis.srem(keys.live_sessions(), call_id)
+                continue
+            if (
+                session.direction == "outbound"
+                and not session.answered
+                and time.time() - session.started_at < (self.settings.originate_timeout_s + 5)
+            ):
+                continue  # still dialling: the channel may not exist yet
+            log.warning("session_channel_vanished", call_id=call_id)
+            await self.call_ended(session, "LOSE_RACE" if not session.answered else "UNKNOWN")
+        await self._free_orphan_slots()
+        log.info("resynced", channels=len(alive))
+
+    async def _free_orphan_slots(self) -> None:
+        live = await self.svc.sessions.live_call_ids()
+        async for key in self.svc.redis.scan_iter(match=keys.voice_agent_active("*"), count=500):
+            holders = await self.svc.redis.smembers(key)
+            stale = [c for c in holders if c not in live]
+            if stale:
+                await self.svc.redis.srem(key, *stale)
+                log.warning("freed_orphan_slots", key=key, calls=stale)

@@ -1,0 +1,129 @@
+"""`bridge run | sandbox | keys create`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from bridge import logging as bridge_logging
+from bridge.config import Settings
+from bridge.store.redis import EmbeddedRedis, StoreUnavailable, connect, ping
+from bridge.store.tenants import ALL_SCOPES, TenantStore
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _run(settings: Settings) -> int:
+    from bridge.runtime import BridgeRuntime
+
+    runtime = BridgeRuntime(settings)
+    await runtime.start(esl_wait=None)
+    assert runtime.endpoint is not None
+    esl = settings.esl
+    print(f"bridge listening on {runtime.endpoint.base_url} (FreeSWITCH at {esl.host}:{esl.port})")
+    try:
+        await _wait_for_signal()
+    finally:
+        await runtime.stop()
+    return 0
+
+
+async def _sandbox(settings: Settings, args: argparse.Namespace) -> int:
+    from bridge.sandbox import Sandbox
+
+    box = Sandbox(settings, tenant_id=args.tenant, admin_key=args.admin_key, esl_port=args.esl_port)
+    info = await box.start()
+    print(
+        "bridge sandbox is up\n"
+        f"  base URL   : {info.base_url}\n"
+        f"  tenant     : {info.tenant_id}\n"
+        f"  admin key  : {info.admin_key}\n"
+        f"  simulator  : {info.esl_url}\n"
+        f"try: curl -H 'Authorization: Bearer {info.admin_key}' {info.base_url}/api/v1/voice-agents",
+        flush=True,
+    )
+    try:
+        await _wait_for_signal()
+    finally:
+        await box.stop()
+    return 0
+
+
+async def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    unknown = sorted(set(args.scope) - set(ALL_SCOPES))
+    if unknown:
+        print(f"unknown scope(s): {', '.join(unknown)}; known: {', '.join(ALL_SCOPES)}", file=sys.stderr)
+        return 2
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if not url:
+        embedded = EmbeddedRedis(Path(settings.data_dir) / "redis")
+        url = embedded.url
+        try:
+            await ping(connect(url), timeout_s=0.5)
+            embedded = None  # a running bridge already serves this data directory
+        except StoreUnavailable:
+            url = embedded.start()
+    client = connect(url)
+    try:
+        clear, record = await TenantStore(client).create_key(args.tenant, args.scope, live=not args.test)
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            embedded.stop()
+    print(clear)
+    print(
+        f"id={record.id} tenant={record.tenant_id} scopes={','.join(sorted(record.scopes))}", file=sys.stderr
+    )
+    print("store this key now: it is not shown again", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description="voice-AI call control for FreeSWITCH")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run against FreeSWITCH (BRIDGE_ESL_URL)")
+    sb = sub.add_parser("sandbox", help="run with the built-in switch simulator")
+    sb.add_argument("--host", default=None, help="HTTP host (default 127.0.0.1)")
+    sb.add_argument("--port", type=int, default=None, help="HTTP port (default 8080)")
+    sb.add_argument("--admin-key", default=None, help="use this yt_live_ key as the admin key")
+    sb.add_argument("--tenant", default="sandbox", help="the sandbox tenant id")
+    sb.add_argument("--esl-port", type=int, default=0, help="simulator ESL port (default: any free port)")
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    kc = keys_sub.add_parser("create", help="create a tenant API key (printed once)")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--scope", action="append", required=True, help="repeat for several scopes")
+    kc.add_argument("--test", action="store_true", help="a yt_test_ key instead of yt_live_")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    bridge_logging.configure()
+    settings = Settings.from_env()
+    if args.command == "run":
+        return asyncio.run(_run(settings))
+    if args.command == "sandbox":
+        changes: dict[str, object] = {}
+        if args.host:
+            changes["http_host"] = args.host
+        if args.port is not None:
+            changes["http_port"] = args.port
+        return asyncio.run(_sandbox(settings.with_(**changes), args))
+    if args.command == "keys" and args.keys_command == "create":
+        return asyncio.run(_keys_create(settings, args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

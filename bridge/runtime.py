@@ -1,0 +1,105 @@
+"""Assembling a bridge process: Redis, the ESL link, the call layer, webhooks, HTTP.
+
+`BridgeRuntime` is used by the CLI (`bridge run`, `bridge sandbox`), by the tests and by the
+benchmarks, so all three run exactly the same wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from bridge.api.app import create_app
+from bridge.calls.manager import CallManager
+from bridge.calls.sessions import SessionStore
+from bridge.calls.switch import Switch
+from bridge.calls.voice_agents import VoiceAgentStore
+from bridge.config import Settings
+from bridge.esl.client import EslClient
+from bridge.services import Services
+from bridge.store.redis import EmbeddedRedis, connect, ping
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Endpoint:
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class BridgeRuntime:
+    """One bridge instance. `start()` brings everything up; `stop()` takes it down in reverse."""
+
+    def __init__(self, settings: Settings, *, sandbox: bool = False) -> None:
+        self.settings = settings
+        self.sandbox = sandbox
+        self.services: Services | None = None
+        self.embedded_redis: EmbeddedRedis | None = None
+        self._runner: web.AppRunner | None = None
+        self.endpoint: Endpoint | None = None
+
+    async def start(self, *, serve_http: bool = True, esl_wait: float | None = 10.0) -> Services:
+        settings = self.settings
+        redis_url = settings.redis_url
+        if not redis_url:
+            self.embedded_redis = EmbeddedRedis(Path(settings.data_dir) / "redis")
+            redis_url = await asyncio.to_thread(self.embedded_redis.start)
+        redis = connect(redis_url)
+        await ping(redis)
+        svc = Services(settings, redis)
+        self.services = svc
+        svc.sessions = SessionStore(redis)
+        svc.voice_agents = VoiceAgentStore(redis)
+        esl = EslClient.from_url(settings.esl_url, command_timeout=settings.esl_command_timeout_s)
+        svc.esl = esl
+        svc.switch = Switch(esl, command_timeout=settings.esl_command_timeout_s)
+        svc.calls = CallManager(svc)
+        await svc.calls.start()
+        await _start_optional(svc)
+        svc.on_close(esl.close)
+        await esl.start(wait=esl_wait)
+        if serve_http:
+            app = create_app(svc, sandbox=self.sandbox)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, settings.http_host, settings.http_port)
+            await site.start()
+            port = settings.http_port
+            if port == 0:
+                server = site._server
+                assert server is not None and server.sockets  # type: ignore[union-attr]
+                port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.endpoint = Endpoint(settings.http_host, port)
+            log.info("http_listening", base_url=self.endpoint.base_url)
+        return svc
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.services is not None:
+            await self.services.close()
+            self.services = None
+        if self.embedded_redis is not None:
+            await asyncio.to_thread(self.embedded_redis.stop)
+            self.embedded_redis = None
+
+
+async def _start_optional(svc: Services) -> None:
+    """Components that live in their own packages start here once they exist."""
+    try:
+        from bridge.webhooks.service import WebhookService
+    except ModuleNotFoundError:
+        return
+    svc.webhooks = WebhookService(svc)
+    await svc.webhooks.start()
+    svc.on_close(svc.webhooks.stop)
