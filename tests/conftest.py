@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import WSMsgType, web
 
+from bridge.config import Settings
 from bridge.store.redis import EmbeddedRedis, connect
 
 
@@ -35,3 +40,137 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+# ---------------------------------------------------------------- sandbox: bridge + simulator + Redis
+
+
+T = TypeVar("T")
+
+
+def fast_settings(redis_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings with every timer compressed so a test runs in seconds."""
+    base = Settings().with_(
+        redis_url=redis_url,
+        http_host="127.0.0.1",
+        http_port=0,
+        data_dir=tmp_path,
+        recordings_dir=str(tmp_path / "recordings"),
+        webhook_retry_schedule_s=(0.2, 0.4, 0.6, 0.8, 1.0, 1.2),
+        webhook_timeout_s=2.0,
+        webhook_allow_loopback_http=True,
+        esl_command_timeout_s=5.0,
+        scheduler_interval_s=0.1,
+    )
+    return base.with_(**overrides)
+
+
+@pytest.fixture
+def settings(redis_url: str, redis: aioredis.Redis, tmp_path: Path) -> Settings:
+    return fast_settings(redis_url, tmp_path)
+
+
+@pytest.fixture
+async def sandbox(settings: Settings) -> AsyncIterator[Any]:
+    from bridge.sandbox import Sandbox
+
+    box = Sandbox(settings, tenant_id="acme")
+    await box.start()
+    try:
+        yield box
+    finally:
+        await box.stop()
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The official SDK is synchronous: run it off the event loop that serves the bridge."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+class AgentServer:
+    """A voice AI's WebSocket endpoint: records what the audio fork sends it."""
+
+    def __init__(
+        self, *, subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
+    ) -> None:
+        self.subprotocols = subprotocols
+        self.connections: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/ws", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"ws://127.0.0.1:{port}/ws"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=self.subprotocols)
+        await ws.prepare(request)
+        conn: dict[str, Any] = {
+            "ws": ws,
+            "headers": dict(request.headers),
+            "protocol": ws.ws_protocol,
+            "texts": [],
+            "binary_frames": 0,
+            "closed": False,
+        }
+        self.connections.append(conn)
+        async with self._changed:
+            self._changed.notify_all()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                conn["texts"].append(json.loads(msg.data))
+                async with self._changed:
+                    self._changed.notify_all()
+            elif msg.type == WSMsgType.BINARY:
+                conn["binary_frames"] += 1
+        conn["closed"] = True
+        async with self._changed:
+            self._changed.notify_all()
+        return ws
+
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+        async def _wait() -> T:
+            async with self._changed:
+                while not (result := predicate()):
+                    await self._changed.wait()
+                return result
+
+        return await asyncio.wait_for(_wait(), timeout)
+
+    async def metadata(self, call_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The first text frame of the connection for `call_id`."""
+
+        def find() -> dict[str, Any] | None:
+            for conn in self.connections:
+                if conn["texts"] and conn["texts"][0].get("call_id") == call_id:
+                    return conn["texts"][0]
+            return None
+
+        return await self.wait_for(find, timeout)
+
+    def connection(self, call_id: str) -> dict[str, Any]:
+        for conn in self.connections:
+            if conn["texts"] and conn["texts"][0].get("call_id") == call_id:
+                return conn
+        raise KeyError(call_id)
+
+
+@pytest.fixture
+async def agent_server() -> AsyncIterator[AgentServer]:
+    server = AgentServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
