@@ -96,6 +96,9 @@ class BridgeRuntime:
 
 async def _start_optional(svc: Services) -> None:
     """Components that live in their own packages start here once they exist."""
+    from bridge.media.refresh import TokenRefresher
+
+    await TokenRefresher(svc).start()
     try:
         from bridge.webhooks.service import WebhookService
     except ModuleNotFoundError:

@@ -114,6 +114,13 @@ def callback_token(token_hash: str) -> str:
     return f"{PREFIX}cbtoken:{token_hash}"
 
 
+# token_refresh:due          zset  call ids by when their token_refresh frame is due (ms)
+
+
+def token_refresh_due() -> str:
+    return f"{PREFIX}token_refresh:due"
+
+
 # ---------------------------------------------------------------- control endpoint
 # rl:{call_id}:{epoch_s}      string request counter for one second                TTL 2 s
 # idem:{call_id}:{key}        hash   state, fingerprint, status, body              TTL per verb class
@@ -129,14 +136,25 @@ def idempotency(call_id: str, key: str) -> str:
 
 # ---------------------------------------------------------------- domain events and webhooks
 # outbox                      stream domain events (event_id, event_type, tenant_id, timestamp, data)
-# webhook:{id}                string JSON subscription
-# tenant:{tid}:webhooks       set    subscription ids
-# webhook:{id}:deliveries     list   JSON delivery log entries, newest first (capped)
-# webhooks:retry              zset   delivery ids by due time (ms)
-# delivery:{id}               hash   a pending/dead delivery (event, subscription, attempt, ...)
+#                             read by the consumer group OUTBOX_WEBHOOK_GROUP; an entry is acked in the
+#                             same Lua call that records its fan-out, so a crash re-reads it (XAUTOCLAIM)
+# webhook:{id}                hash   subscription: id, tenant_id, url, test_url, event_types (json),
+#                             is_active, created_at, secret, previous_secret, previous_secret_expires_at,
+#                             consecutive_failures                                    no TTL
+# tenant:{tid}:webhooks       set    subscription ids                                 no TTL
+# webhook:{id}:deliveries     list   JSON delivery log entries (one per attempt), newest first, capped
+# webhooks:retry              zset   delivery ids by due time (ms). A claim moves the score to a lease
+#                             deadline, so a crashed sender's attempt becomes due again on its own
+# delivery:{id}               hash   one event for one subscription: body, attempts, state, ...
+#                             no TTL while pending; DELIVERED_TTL_S once delivered, DEAD_TTL_S once dead
 
 OUTBOX_MAXLEN = 1_000_000
+OUTBOX_WEBHOOK_GROUP = "webhooks"
 DELIVERY_LOG_MAX = 1000
+# A delivered record is kept only so a re-read outbox entry does not send the event again.
+DELIVERED_TTL_S = 86400
+# A dead record is what `redeliver` needs, so it lives as long as a user might still ask.
+DEAD_TTL_S = 30 * 86400
 
 
 def outbox() -> str:
