@@ -1,0 +1,510 @@
+"""mod_conference: rooms, members, the `conference` API and conference::maintenance events.
+
+Member ids are one global counter (esl-captures/06: ids are not reset per conference), the
+list is newest-member-first, and `bgdial` answers "+OK Job-UUID: ..." even through `api`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from bridge.sim.arguments import parse_conference_target, parse_var_block, separate_string
+from bridge.sim.channels import Channel, new_uuid
+from bridge.sim.events import CONFERENCE_CALLING, Headers, SimEvent, channel_basic
+
+if TYPE_CHECKING:
+    from bridge.sim.core import SwitchCore
+
+log = structlog.get_logger(__name__)
+SUBCLASS = "conference::maintenance"
+
+
+@dataclass(slots=True)
+class Member:
+    id: int
+    channel: Channel
+    joined: float
+    hear: bool = True
+    speak: bool = True
+    talking: bool = False
+    hold: bool = False
+    moderator: bool = False
+    ghost: bool = False
+    endconf: bool = False
+    volume_in: int = 0
+    volume_out: int = 0
+    energy: int = 100
+    kicked: bool = False
+    relations: dict[int, str] = field(default_factory=dict)
+
+    def list_flags(self, floor: bool) -> str:
+        flags = [f for f, on in (("hear", self.hear), ("speak", self.speak), ("talking", self.talking)) if on]
+        if floor:
+            flags.append("floor")
+        if self.moderator:
+            flags.append("moderator")
+        if self.ghost:
+            flags.append("ghost")
+        return "|".join(flags)
+
+
+@dataclass(slots=True)
+class Conference:
+    name: str
+    profile: str
+    uuid: str
+    created: float
+    members: list[Member] = field(default_factory=list)  # newest first, like `conference list`
+    floor: Member | None = None
+    locked: bool = False
+
+    @property
+    def size(self) -> int:
+        return sum(1 for m in self.members if not m.ghost)
+
+
+class Conferences:
+    def __init__(self, core: SwitchCore) -> None:
+        self.core = core
+        self.rooms: dict[str, Conference] = {}
+        self._next_member_id = 0
+
+    # ------------------------------------------------------------ events
+
+    def _conf_headers(self, conf: Conference, size: int | None = None) -> Headers:
+        return [
+            ("Conference-Name", conf.name),
+            ("Conference-Domain", self.core.events.ipv4),
+            ("Conference-Size", str(conf.size if size is None else size)),
+            ("Conference-Ghosts", str(sum(1 for m in conf.members if m.ghost))),
+            ("Conference-Profile-Name", conf.profile),
+            ("Conference-Unique-ID", conf.uuid),
+        ]
+
+    def _member_headers(self, conf: Conference, m: Member) -> Headers:
+        return [
+            ("Floor", "true" if conf.floor is m else "false"),
+            *channel_basic(m.channel),
+            ("Video", "false"),
+            ("Hear", _tf(m.hear)),
+            ("See", "true"),
+            ("Speak", _tf(m.speak)),
+            ("Talking", _tf(m.talking)),
+            ("Mute-Detect", "false"),
+            ("Hold", _tf(m.hold)),
+            ("Member-ID", str(m.id)),
+            ("Member-Type", "moderator" if m.moderator else "member"),
+            ("Member-Ghost", _tf(m.ghost)),
+            ("Energy-Level", str(m.energy)),
+            ("Current-Energy", "0"),
+        ]
+
+    def _event(
+        self, conf: Conference, action: str, member: Member | None = None, *, size: int | None = None
+    ) -> SimEvent:
+        ev = self.core.events.new("CUSTOM", subclass=SUBCLASS, calling=CONFERENCE_CALLING.get(action))
+        ev.extend(self._conf_headers(conf, size))
+        if member is not None:
+            ev.extend(self._member_headers(conf, member))
+        return ev
+
+    def fire(
+        self,
+        conf: Conference,
+        action: str,
+        member: Member | None = None,
+        *,
+        size: int | None = None,
+        post: Headers = (),
+    ) -> None:
+        ev = self._event(conf, action, member, size=size)
+        ev.add("Action", action)
+        ev.extend(list(post))
+        self.core.fire(ev)
+
+    def _fire_floor_change(self, conf: Conference, old: Member | None, new: Member) -> None:
+        ev = self.core.events.new("CUSTOM", subclass=SUBCLASS, calling=CONFERENCE_CALLING["floor-change"])
+        ev.extend(self._conf_headers(conf))
+        ev.add("Action", "floor-change")
+        ev.add("Old-ID", str(old.id) if old else "none")
+        ev.extend(self._conf_headers(conf))
+        ev.extend(self._member_headers(conf, new))
+        ev.add("New-ID", str(new.id))
+        self.core.fire(ev)
+
+    # ------------------------------------------------------------ rooms and members
+
+    def get_or_create(self, name: str, profile: str) -> Conference:
+        conf = self.rooms.get(name)
+        if conf is None:
+            conf = Conference(name=name, profile=profile, uuid=new_uuid(), created=time.time())
+            self.rooms[name] = conf
+            self.fire(conf, "conference-create")
+        return conf
+
+    def member_of(self, ch: Channel) -> tuple[Conference, Member] | None:
+        conf = self.rooms.get(ch.conference or "")
+        if conf is None:
+            return None
+        for m in conf.members:
+            if m.channel is ch:
+                return conf, m
+        return None
+
+    async def run_member(self, ch: Channel, data: str) -> None:
+        """The `conference` application: join, stay until kicked, hung up or transferred."""
+        from bridge.sim.apps import idle
+
+        target = parse_conference_target(data)
+        if not target.name:
+            return
+        existing = self.rooms.get(target.name)
+        if existing is not None and existing.locked:
+            log.info("sim_conference_locked", conference=target.name, uuid=ch.uuid)
+            return
+        if not ch.answered:
+            ch.answer()
+        conf = self.get_or_create(target.name, target.profile)
+        ch.set_codec(write=False, function="switch_core_session_set_read_codec")
+        self._next_member_id += 1
+        m = Member(
+            id=self._next_member_id,
+            channel=ch,
+            joined=time.time(),
+            hear="deaf" not in target.flags,
+            speak="mute" not in target.flags,
+            moderator="moderator" in target.flags,
+            ghost="ghost" in target.flags,
+            endconf="endconf" in target.flags,
+        )
+        conf.members.insert(0, m)
+        ch.conference, ch.member_id = conf.name, m.id
+        ch.variables.update(
+            {"conference_name": conf.name, "conference_uuid": conf.uuid, "conference_member_id": str(m.id)}
+        )
+        self.fire(conf, "add-member", m)
+        if conf.floor is None and not m.ghost:
+            conf.floor = m
+            self._fire_floor_change(conf, None, m)
+        if ch.speaking and m.speak:
+            m.talking = True
+            self.fire(conf, "start-talking", m)
+        try:
+            await idle(ch, done=lambda: m.kicked)
+        finally:
+            self._leave(conf, m)
+
+    def _leave(self, conf: Conference, m: Member) -> None:
+        if m not in conf.members:
+            return
+        conf.members.remove(m)
+        if conf.floor is m:
+            conf.floor = None
+        ch = m.channel
+        self.fire(conf, "del-member", m)
+        if ch.alive:
+            ch.set_codec(write=False, function="switch_core_session_set_read_codec")
+        ch.conference, ch.member_id = None, None
+        for key in ("conference_name", "conference_uuid", "conference_member_id"):
+            ch.variables.pop(key, None)
+        if m.endconf or (m.moderator and "endconf" in ch.var("conference_flags")):
+            for other in list(conf.members):
+                other.kicked = True
+                other.channel.interrupt()
+        if not conf.members:
+            self.fire(conf, "conference-destroy")
+            self.rooms.pop(conf.name, None)
+
+    # ------------------------------------------------------------ the conference API
+
+    async def api(self, args: str) -> str:
+        argv = separate_string(args, " ", 16)
+        if not argv or argv[0] in ("list", "json_list"):
+            return self._list_all(argv[0] if argv else "list", argv[1:])
+        name = argv[0]
+        sub = argv[1].lower() if len(argv) > 1 else ""
+        rest = argv[2:]
+        if sub in ("bgdial", "dial"):
+            return await self._dial(name, sub, args)
+        conf = self.rooms.get(name)
+        if conf is None:
+            return f"-ERR Conference {name} not found\n"
+        if sub == "list":
+            if rest and rest[0] == "count":
+                return f"{conf.size}\n"
+            return "".join(self._member_line(conf, m) for m in conf.members)
+        if sub == "json_list":
+            return json.dumps([self._json(conf)]) + "\n"
+        if sub in ("lock", "unlock"):
+            conf.locked = sub == "lock"
+            self.fire(conf, sub)
+            return f"OK {conf.name} {sub}ed\n"
+        if sub == "relate":
+            return self._relate(conf, rest)
+        if sub == "play":
+            return self._play(conf, rest)
+        handler = {
+            "kick": self._kick,
+            "hup": self._hup,
+            "mute": self._mute,
+            "unmute": self._unmute,
+            "deaf": self._deaf,
+            "undeaf": self._undeaf,
+            "hold": self._hold,
+            "unhold": self._unhold,
+        }.get(sub)
+        if handler is None:
+            return "-ERR Unsupported command\n" if sub else f"-USAGE: conference {name} <command>\n"
+        if not rest:
+            return "-ERR Invalid member selector\n"
+        members = self._select(conf, rest[0])
+        if members is None:
+            return f"-ERR Non-Existant ID {rest[0]}\n" if rest[0].isdigit() else "-ERR Non-Existant member\n"
+        return "".join(handler(conf, m) for m in members)
+
+    def _select(self, conf: Conference, selector: str) -> list[Member] | None:
+        if selector == "all":
+            return list(conf.members)
+        if selector == "last":
+            return conf.members[:1] or None
+        if selector == "non_moderator":
+            return [m for m in conf.members if not m.moderator]
+        if "=" in selector:
+            var, _, value = selector.partition("=")
+            found = [
+                m
+                for m in conf.members
+                if (m.channel.uuid if var == "uuid" else m.channel.variables.get(var)) == value
+            ]
+            return found[:1] or None
+        if selector.isdigit():
+            found = [m for m in conf.members if m.id == int(selector)]
+            return found or None
+        return None
+
+    def _member_line(self, conf: Conference, m: Member) -> str:
+        p = m.channel.profile
+        name = (p.caller_id_name or "") if p else ""
+        number = (p.caller_id_number or "") if p else ""
+        flags = m.list_flags(conf.floor is m)
+        fields = (
+            m.id,
+            m.channel.name,
+            m.channel.uuid,
+            name,
+            number,
+            flags,
+            m.volume_in,
+            m.volume_out,
+            m.energy,
+        )
+        return ";".join(str(f) for f in fields) + "\n"
+
+    def _list_all(self, kind: str, rest: list[str]) -> str:
+        if kind == "json_list":
+            return json.dumps([self._json(c) for c in self.rooms.values()]) + "\n"
+        if not self.rooms:
+            return "+OK No active conferences.\n"
+        out = []
+        for conf in self.rooms.values():
+            members = f"{conf.size} member{'s' if conf.size != 1 else ''}"
+            flags = "running|answered|enforce_min|dynamic|exit_sound|enter_sound"
+            out.append(f"+OK Conference {conf.name} ({members} rate: 8000 flags: {flags})\n")
+            out.extend(self._member_line(conf, m) for m in conf.members)
+        return "".join(out)
+
+    def _json(self, conf: Conference) -> dict[str, object]:
+        now = time.time()
+        return {
+            "conference_name": conf.name,
+            "member_count": conf.size,
+            "ghost_count": sum(1 for m in conf.members if m.ghost),
+            "rate": 8000,
+            "run_time": int(now - conf.created),
+            "conference_uuid": conf.uuid,
+            "machine_name": self.core.settings.switchname,
+            "running": True,
+            "answered": True,
+            "enforce_min": True,
+            "dynamic": True,
+            "locked": conf.locked,
+            "exit_sound": True,
+            "enter_sound": True,
+            "members": [
+                {
+                    "type": "caller",
+                    "id": m.id,
+                    "flags": {
+                        "can_hear": m.hear,
+                        "can_see": True,
+                        "can_speak": m.speak,
+                        "hold": m.hold,
+                        "mute_detect": False,
+                        "talking": m.talking,
+                        "has_video": False,
+                        "video_bridge": False,
+                        "has_floor": conf.floor is m,
+                        "is_moderator": m.moderator,
+                        "end_conference": m.endconf,
+                        "is_ghost": m.ghost,
+                    },
+                    "uuid": m.channel.uuid,
+                    "caller_id_name": (m.channel.profile.caller_id_name or "") if m.channel.profile else "",
+                    "caller_id_number": (m.channel.profile.caller_id_number or "")
+                    if m.channel.profile
+                    else "",
+                    "join_time": int(now - m.joined),
+                    "last_talking": 0,
+                    "energy": m.energy,
+                    "volume_in": m.volume_in,
+                    "volume_out": m.volume_out,
+                    "output-volume": m.volume_out,
+                    "input-volume": m.volume_in,
+                }
+                for m in conf.members
+            ],
+        }
+
+    def _kick(self, conf: Conference, m: Member) -> str:
+        self.fire(conf, "kick-member", m)
+        m.kicked = True
+        m.channel.interrupt()
+        return f"+OK kicked {m.id}\n"
+
+    def _hup(self, conf: Conference, m: Member) -> str:
+        self.fire(conf, "hup-member", m)
+        m.kicked = True
+        m.channel.hangup("NORMAL_CLEARING")
+        return f"+OK hup {m.id}\n"
+
+    def _mute(self, conf: Conference, m: Member) -> str:
+        m.speak = False
+        m.talking = False
+        self.fire(conf, "mute-member", m)
+        return f"+OK mute {m.id}\n"
+
+    def _unmute(self, conf: Conference, m: Member) -> str:
+        m.speak = True
+        self.fire(conf, "unmute-member", m)
+        return f"+OK unmute {m.id}\n"
+
+    def _deaf(self, conf: Conference, m: Member) -> str:
+        m.hear = False
+        self.fire(conf, "deaf-member", m)
+        return f"+OK deaf {m.id}\n"
+
+    def _undeaf(self, conf: Conference, m: Member) -> str:
+        m.hear = True
+        self.fire(conf, "undeaf-member", m)
+        return f"+OK undeaf {m.id}\n"
+
+    def _hold(self, conf: Conference, m: Member) -> str:
+        m.hold = True
+        self.fire(conf, "hold-member", m)
+        return f"+OK hold {m.id}\n"
+
+    def _unhold(self, conf: Conference, m: Member) -> str:
+        m.hold = False
+        self.fire(conf, "unhold-member", m)
+        return f"+OK unhold {m.id}\n"
+
+    def _relate(self, conf: Conference, rest: list[str]) -> str:
+        if len(rest) < 3:
+            return "-ERR relate <member_id>[,<id>] <other_member_id>[,<id>] [nospeak|nohear|clear]\n"
+        out = []
+        for a in rest[0].split(","):
+            for b in rest[1].split(","):
+                ma = self._select(conf, a)
+                mb = self._select(conf, b)
+                if not ma or not mb:
+                    out.append(f"-ERR relationship {a}->{b} not found\n")
+                    continue
+                if rest[2] == "clear":
+                    ma[0].relations.pop(mb[0].id, None)
+                    out.append(f"+OK relationship {a}->{b} cleared\n")
+                else:
+                    ma[0].relations[mb[0].id] = rest[2]
+                    out.append(f"+OK {a}->{b} {rest[2]} set\n")
+        return "".join(out)
+
+    def _play(self, conf: Conference, rest: list[str]) -> str:
+        if not rest:
+            return "-ERR play <file> [async|<member_id>]\n"
+        path = rest[0]
+        response, duration = self.core.playback_outcome(path)
+        if response != "FILE PLAYED":
+            return f"(play) File: {path} not found.\n"
+        target = self._select(conf, rest[1]) if len(rest) > 1 and rest[1].isdigit() else None
+        if len(rest) > 1 and rest[1].isdigit() and not target:
+            return f"-ERR Member: {rest[1]} not found.\n"
+        member = target[0] if target else None
+        action = "play-file-member" if member else "play-file"
+        self.fire(conf, action, member, post=[("File", path), ("Async", "false")])
+
+        async def done() -> None:
+            await asyncio.sleep(duration if duration is not None else 3600)
+            if conf.name in self.rooms:
+                self.fire(conf, f"{action}-done", member, post=[("File", path), ("Async", "false")])
+
+        self.core.spawn(done(), name=f"conference-play:{conf.name}")
+        if member:
+            return f"(play) Playing file {path} to member {member.id}\n"
+        return f"(play) Playing file {path}\n"
+
+    async def _dial(self, name: str, sub: str, raw: str) -> str:
+        """`conference <room> [bg]dial <endpoint> <cid_num> <cid_name>` dials a leg that joins the room."""
+        _, _, rest = raw.strip().partition(" ")
+        _, _, rest = rest.strip().partition(" ")
+        argv = separate_string(rest, " ", 4)
+        if not argv:
+            usage = "<endpoint_module_name>/<destination> <callerid number> <callerid name>"
+            return f"-ERR Usage: conference {name} {sub} {usage}\n"
+        variables, endpoint = parse_var_block(argv[0])
+        cid_num = argv[1] if len(argv) > 1 else None
+        cid_name = argv[2] if len(argv) > 2 else None
+        job = new_uuid()
+        if sub == "dial":
+            cause = await self._outcall(name, endpoint, variables, cid_num, cid_name, None)
+            return f"+OK Call Requested: result: [{cause}]\n"
+        self.core.spawn(
+            self._outcall(name, endpoint, variables, cid_num, cid_name, job), name=f"bgdial:{job}"
+        )
+        return f"+OK Job-UUID: {job}\n"
+
+    async def _outcall(
+        self,
+        name: str,
+        endpoint: str,
+        variables: dict[str, str],
+        cid_num: str | None,
+        cid_name: str | None,
+        job: str | None,
+    ) -> str:
+        from bridge.sim.apps import start_flow
+        from bridge.sim.originate import dial
+
+        result = await dial(self.core, endpoint, variables, cid_name=cid_name, cid_num=cid_num)
+        cause = "SUCCESS" if result.ok else (result.cause or "NORMAL_TEMPORARY_FAILURE")
+        conf = self.rooms.get(name)
+        if conf is None and result.ok:
+            conf = self.get_or_create(name, "default")
+        if conf is not None:
+            post: Headers = [("Result", cause)]
+            if job:
+                post.append(("Job-UUID", job))
+            if result.channel is not None:
+                post.append(("Peer-UUID", result.channel.uuid))
+            self.fire(conf, "bgdial-result" if job else "dial-result", post=post)
+        if result.ok and result.channel is not None:
+            start_flow(result.channel, [("conference", name)], routing=False, enter_execute=True)
+        return cause
+
+
+def _tf(value: bool) -> str:
+    return "true" if value else "false"
