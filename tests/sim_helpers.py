@@ -45,9 +45,9 @@ class RawEsl:
             while True:
                 frame = await read_frame(self.reader)
                 self.frames.append(frame)
-                if frame.content_type.startswith("text/event-"):
+                if frame.content_type in ("text/event-plain", "text/event-json"):
                     self.events.append(parse_event(frame))
-                else:
+                elif frame.content_type != "text/event-xml":
                     self.replies.put_nowait(frame)
                 self._changed.set()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -491,3 +491,29 @@ async def test_missing_queue_ends_the_inline_dialplan_and_hangs_up(sim, esl):
     await esl.api(f"uuid_transfer {caller} 'callcenter:nope@default' inline")
     await esl.wait_event(lambda e: e.unique_id == caller and e.name == "CHANNEL_HANGUP_COMPLETE")
     assert "callcenter::info" not in esl.names(caller)
+
+
+async def test_eavesdrop_inline_transfer_of_an_existing_supervisor_call(sim, esl):
+    target = await answered_call(sim, esl, "+15550001")
+    supervisor = await answered_call(sim, esl, "+15550002")
+    assert await esl.api(f"uuid_transfer {supervisor} 'eavesdrop:{target}' inline") == "+OK\n"
+    await esl.wait_event(lambda e: e.unique_id == target and e.name == "MEDIA_BUG_START")
+    # leaving: park the supervisor again; the bug on the target goes away
+    await esl.api(f"uuid_transfer {supervisor} park inline")
+    await esl.wait_event(lambda e: e.unique_id == target and e.name == "MEDIA_BUG_STOP")
+    await esl.wait_event(lambda e: e.unique_id == supervisor and e.name == "CHANNEL_PARK"
+                         and "MEDIA_BUG_STOP" in esl.names(target))  # fmt: skip
+    assert sim.snapshot(supervisor)["eavesdrop"] is None
+
+
+async def test_transfer_both_legs_of_a_bridge_into_a_conference(sim, esl):
+    caller = await answered_call(sim, esl)
+    await esl.api(f"uuid_transfer {caller} 'bridge:{PSTN}+15557654321' inline")
+    agent = (await esl.wait_event(named("CHANNEL_BRIDGE"))).get("Bridge-B-Unique-ID")
+    assert await esl.api(f"uuid_transfer {caller} -both 'conference:both@default' inline") == "+OK\n"
+    await esl.wait_for(
+        lambda: {e.unique_id for e in esl.events if e.get("Action") == "add-member"} == {caller, agent}
+    )
+    assert sim.snapshot(caller)["conference"] == sim.snapshot(agent)["conference"] == "both"
+    assert sim.snapshot(agent)["hangup_cause"] is None
+    json.dumps(sim.snapshot(caller))  # the sandbox serves it as JSON

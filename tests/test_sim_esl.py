@@ -317,3 +317,33 @@ async def test_in_process_api_is_logged_and_fires_the_api_event(sim, esl):
     event = await esl.wait_event(named("API"))
     assert event.get("API-Command") == "uuid_exists"
     assert sim.commands() == ["uuid_exists nope"]
+
+
+async def test_myevents_binds_the_socket_to_one_channel_and_closes_with_it(sim, esl):
+    a = await sim.place_inbound_call("+15550001", "+15550002")
+    b = await sim.place_inbound_call("+15550003", "+15550002")
+    bound = await RawEsl.connect(sim.port, "s3cret", subscribe=None)
+    assert (await bound.send(f"myevents {a} json")).reply_text == "+OK Events Enabled"
+    assert (await bound.send(f"myevents {a}")).reply_text == "-ERR aready enabled."
+    await esl.api(f"uuid_answer {b}")
+    await esl.api(f"uuid_answer {a}")
+    await bound.wait_event(named("CHANNEL_ANSWER"))
+    assert {e.unique_id for e in bound.events} == {a}
+    assert all(
+        f.content_type == "text/event-json" for f in bound.frames if f.content_type.startswith("text/event")
+    )
+    await esl.api(f"uuid_kill {a}")
+    await asyncio.wait_for(bound.closed.wait(), 2)
+    assert bound.frames[-1].content_type == "text/disconnect-notice"
+    await bound.close()
+
+
+async def test_xml_listener_gets_text_event_xml(sim):
+    client = await RawEsl.connect(sim.port, "s3cret", subscribe=None)
+    assert (await client.send("event xml CHANNEL_CREATE")).reply_text == "+OK event listener enabled xml"
+    await sim.place_inbound_call("+15550001", "+15550002")
+    frame = await client.wait_for(
+        lambda: next((f for f in client.frames if f.content_type == "text/event-xml"), None)
+    )
+    assert frame.body.startswith(b"<event>") and b"<Event-Name>CHANNEL_CREATE</Event-Name>" in frame.body
+    await client.close()

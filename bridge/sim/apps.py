@@ -360,6 +360,9 @@ def _bridge(a: Channel, b: Channel) -> None:
     from bridge.sim.channels import now_us
 
     a.bridged_to, b.bridged_to = b.uuid, a.uuid
+    if b.originator is not a:
+        # switch_ivr_uuid_bridge relates the legs too: Other-Leg-* headers from now on
+        a.originatee, b.originator = b, a
     when = now_us()
     for leg, other in ((a, b), (b, a)):
         assert leg.profile is not None

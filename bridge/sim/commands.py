@@ -20,7 +20,7 @@ import structlog
 from bridge.sim import apps, audio_fork
 from bridge.sim.arguments import parse_originate, separate_string, split_command
 from bridge.sim.channels import Broadcast, Channel, str2cause
-from bridge.sim.events import FS_VERSION, channel_data
+from bridge.sim.events import FS_VERSION, channel_data, uptime_text
 from bridge.sim.originate import dial
 
 if TYPE_CHECKING:
@@ -71,22 +71,9 @@ def _argv(args: str, size: int) -> list[str]:
 
 
 async def cmd_status(core: SwitchCore, args: str) -> str:
-    up = time.time() - core.started
-    years, rem = divmod(int(up), 365 * 86400)
-    days, rem = divmod(rem, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, seconds = divmod(rem, 60)
-    ms = int((up - int(up)) * 1000)
-    us = int((up - int(up)) * 1_000_000) % 1000
-
-    def plural(n: int, word: str) -> str:
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
     count = core.session_count()
-    parts = [(years, "year"), (days, "day"), (hours, "hour"), (minutes, "minute"), (seconds, "second")]
-    parts += [(ms, "millisecond"), (us, "microsecond")]
     return (
-        "UP " + ", ".join(plural(n, word) for n, word in parts) + "\n"
+        f"UP {uptime_text(time.time() - core.started)}\n"
         "FreeSWITCH (Version 1.10.12-release  64bit) is ready\n"
         f"{core.sessions_since_startup} session(s) since startup\n"
         f"{count} session(s) - peak {core.peak_sessions}, last 5min {core.peak_sessions} \n"
@@ -217,6 +204,7 @@ async def cmd_uuid_kill(core: SwitchCore, args: str) -> str:
     ch = core.live(uuid)
     if ch is None or not ch.alive:
         return NO_CHANNEL
+    ch.variables.setdefault("sip_hangup_disposition", "send_bye")
     ch.hangup(str2cause(cause) if cause.strip() else "NORMAL_CLEARING")
     return "+OK\n"
 

@@ -147,6 +147,19 @@ class SimEvent:
         return f"Content-Length: {len(body)}\nContent-Type: {ctype}\n\n".encode() + body
 
 
+def uptime_text(seconds: float) -> str:
+    """`UP ...`/`Up-Time` wording of switch_core_measure_time, singular for 1."""
+    whole = int(seconds)
+    years, rem = divmod(whole, 365 * 86400)
+    days, rem = divmod(rem, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, secs = divmod(rem, 60)
+    micro = int((seconds - whole) * 1_000_000)
+    parts = [(years, "year"), (days, "day"), (hours, "hour"), (minutes, "minute"), (secs, "second")]
+    parts += [(micro // 1000, "millisecond"), (micro % 1000, "microsecond")]
+    return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in parts)
+
+
 class EventFactory:
     """Stamps the headers every event carries and hands out Event-Sequence numbers."""
 

@@ -22,7 +22,7 @@ from bridge.sim.callcenter import Agent
 from bridge.sim.channels import STATE_NUMBERS, Broadcast, CallerProfile, Channel, new_uuid, now_us, str2cause
 from bridge.sim.core import OriginateOutcome, PlaybackOutcome, Settings, SwitchCore
 from bridge.sim.dialplan import inbound_extension
-from bridge.sim.events import FS_VERSION, SimEvent
+from bridge.sim.events import FS_VERSION, SimEvent, uptime_text
 
 log = structlog.get_logger(__name__)
 
@@ -104,13 +104,24 @@ class EslConnection:
         return not positive or any(_matches(ev, h, v) for h, v in positive)
 
     def offer(self, ev: SimEvent) -> None:
-        if self.closed or not self.authed or not self.wants(ev):
+        if self.closed or not self.authed:
             return
-        data = ev.encode(self.format)
-        if self._hold:
-            self._held.append(data)
-        else:
-            self.write(data)
+        if self.wants(ev):
+            data = ev.encode(self.format)
+            if self._hold:
+                self._held.append(data)
+            else:
+                self.write(data)
+        if ev.name == "CHANNEL_DESTROY" and self.myevents_uuid and ev.get("Unique-ID") == self.myevents_uuid:
+            # `myevents <uuid>` binds an inbound socket to that channel: it goes down with it.
+            asyncio.get_running_loop().call_soon(self._channel_gone)
+
+    def _channel_gone(self) -> None:
+        if self.closed:
+            return
+        self.write(b"Content-Type: text/disconnect-notice\nContent-Length: %d\n\n" % len(DISCONNECT_NOTICE))
+        self.write(DISCONNECT_NOTICE)
+        self.close()
 
     def write(self, data: bytes) -> None:
         if self.closed or self.writer.is_closing():
@@ -477,18 +488,10 @@ class SwitchSimulator:
     def heartbeat_event(self) -> SimEvent:
         up = time.time() - self.core.started
         ev = self.core.events.new("HEARTBEAT")
-        minutes, seconds = divmod(int(up), 60)
-        hours, minutes = divmod(minutes, 60)
-        days, hours = divmod(hours, 24)
-        ms = int((up % 1) * 1000)
         return ev.extend(
             [
                 ("Event-Info", "System Ready"),
-                (
-                    "Up-Time",
-                    f"0 years, {days} days, {hours} hours, {minutes} minutes, {seconds} seconds, "
-                    f"{ms} milliseconds, 0 microseconds",
-                ),
+                ("Up-Time", uptime_text(up)),
                 ("FreeSWITCH-Version", FS_VERSION),
                 ("Uptime-msec", str(int(up * 1000))),
                 ("Session-Count", str(self.core.session_count())),
@@ -580,13 +583,14 @@ class SwitchSimulator:
         return uuid
 
     async def hangup(self, uuid: str, cause: str = "NORMAL_CLEARING") -> None:
-        """The far end hangs up (a BYE from the caller)."""
+        """The far end hangs up (a BYE from the caller); returns once the channel is destroyed."""
         ch = self.core.live(uuid)
         if ch is None or not ch.alive:
             return
         ch.variables["sip_hangup_disposition"] = "recv_bye"
         ch.hangup(str2cause(cause))
-        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ch.destroyed.wait(), timeout=2.0)
 
     def channel(self, uuid: str) -> Channel | None:
         """The channel, live or ended (ended ones are kept so their outcome can be read)."""
