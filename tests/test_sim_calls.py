@@ -517,3 +517,26 @@ async def test_transfer_both_legs_of_a_bridge_into_a_conference(sim, esl):
     assert sim.snapshot(caller)["conference"] == sim.snapshot(agent)["conference"] == "both"
     assert sim.snapshot(agent)["hangup_cause"] is None
     json.dumps(sim.snapshot(caller))  # the sandbox serves it as JSON
+
+
+async def test_conference_hold_relate_and_three_way_barge(sim, esl):
+    a = await answered_call(sim, esl, "+15550001")
+    b = await answered_call(sim, esl, "+15550002")
+    for leg in (a, b):
+        await esl.api(f"uuid_transfer {leg} conf-coach XML lab")
+    await esl.wait_for(lambda: len([e for e in esl.events if e.get("Action") == "add-member"]) == 2)
+    ids = {e.unique_id: e.get("Member-ID") for e in esl.events if e.get("Action") == "add-member"}
+    assert await esl.api(f"conference coach hold {ids[a]}") == f"+OK hold {ids[a]}\n"
+    held = await esl.wait_event(named("conference::maintenance", Action="hold-member"))
+    assert held.get("Hold") == "true" and held.unique_id == a
+    assert sim.snapshot(a)["conference_member"]["hold"] is True
+    assert await esl.api(f"conference coach unhold {ids[a]}") == f"+OK unhold {ids[a]}\n"
+    relate = await esl.api(f"conference coach relate {ids[a]} {ids[b]} nospeak")
+    assert relate == f"+OK {ids[a]}->{ids[b]} nospeak set\n"
+
+    spy = (await esl.api(f"originate user/1000 &three_way({a})")).removeprefix("+OK ").strip()
+    await esl.wait_for(
+        lambda: (sim.snapshot(spy) or {}).get("eavesdrop") == {"target": a, "mode": "three_way"}
+    )
+    await esl.api(f"uuid_recv_dtmf {spy} 0")
+    await esl.wait_for(lambda: sim.snapshot(spy)["eavesdrop"]["mode"] == "listen")

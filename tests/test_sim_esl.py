@@ -347,3 +347,10 @@ async def test_xml_listener_gets_text_event_xml(sim):
     )
     assert frame.body.startswith(b"<event>") and b"<Event-Name>CHANNEL_CREATE</Event-Name>" in frame.body
     await client.close()
+
+
+async def test_command_lines_up_to_a_megabyte_are_accepted(sim, esl):
+    uuid = await sim.place_inbound_call("+15550001", "+15550002")
+    big = "x" * 300_000
+    assert await esl.api(f"uuid_setvar {uuid} big {big}") == "+OK\n"
+    assert await esl.api(f"uuid_getvar {uuid} big") == big

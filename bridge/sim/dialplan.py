@@ -36,10 +36,11 @@ CONTEXTS: dict[str, list[tuple[str, list[App]]]] = {
 
 
 def inbound_extension(variables: dict[str, str]) -> list[App]:
-    """The "ai-call" extension of the lab context: the given variables, then park."""
-    apps: list[App] = [("set", f"{name}={value}") for name, value in variables.items()]
-    apps += [("set", "hangup_after_bridge=false"), ("set", "park_after_bridge=true"), ("park", "")]
-    return apps
+    """The "ai-call" extension of the lab context: the bridge's defaults, the given variables
+    (which may override them), then park."""
+    apps: list[App] = [("set", "hangup_after_bridge=false"), ("set", "park_after_bridge=true")]
+    apps += [("set", f"{name}={value}") for name, value in variables.items()]
+    return [*apps, ("park", "")]
 
 
 def lookup(destination: str, dialplan: str = "XML", context: str = "default") -> list[App] | None:

@@ -440,7 +440,8 @@ class SwitchSimulator:
         return f"esl://:{self.password}@{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        # FreeSWITCH accepts command lines up to 1 MB (large audio-fork metadata)
+        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 20)
         self.port = self._server.sockets[0].getsockname()[1]
         self.core.closing = False
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="sim-heartbeat")
