@@ -540,3 +540,24 @@ async def test_conference_hold_relate_and_three_way_barge(sim, esl):
     )
     await esl.api(f"uuid_recv_dtmf {spy} 0")
     await esl.wait_for(lambda: sim.snapshot(spy)["eavesdrop"]["mode"] == "listen")
+
+
+async def test_transfer_bleg_moves_the_partner_and_the_caller_parks_after_bridge(sim, esl):
+    caller = await answered_call(sim, esl)
+    await esl.api(f"uuid_transfer {caller} 'bridge:{PSTN}+15557654321' inline")
+    agent = (await esl.wait_event(named("CHANNEL_BRIDGE"))).get("Bridge-B-Unique-ID")
+    esl.clear()
+    assert await esl.api(f"uuid_transfer {caller} -bleg 9196 XML lab") == "+OK\n"
+    await esl.wait_event(lambda e: e.unique_id == agent and e.get("Application") == "echo")
+    await esl.wait_event(lambda e: e.unique_id == caller and e.name == "CHANNEL_PARK")
+    assert sim.snapshot(caller)["hangup_cause"] is None and sim.snapshot(agent)["hangup_cause"] is None
+    assert sim.snapshot(caller)["bridged_to"] is None
+
+
+async def test_originate_into_a_conference(sim, esl):
+    reply = await esl.api(f"originate {PSTN}+15551112222 &conference(standup@default+flags{{mute}})")
+    leg = reply.removeprefix("+OK ").strip()
+    added = await esl.wait_event(named("conference::maintenance", Action="add-member"))
+    assert (
+        added.unique_id == leg and added.get("Speak") == "false" and added.get("Conference-Name") == "standup"
+    )

@@ -441,11 +441,19 @@ async def app_bridge(ch: Channel, data: str) -> str | None:
     return None
 
 
+def _left_bridge(leg: Channel, owner: Channel) -> None:
+    """A B-side leg transferred out of its bridge lets go, so the owner fires CHANNEL_UNBRIDGE."""
+    if leg.bridged_to == owner.uuid and leg.pending_transfer is not None:
+        leg.bridged_to = None
+        owner.interrupt()
+
+
 async def app_internal_bridged(b: Channel, a_uuid: str) -> str | None:
     """The B-leg of a bridge: it hangs up when the A-leg goes, unless told otherwise."""
     a = b.core.channels.get(a_uuid)
     if a is not None:
         await idle(b, done=lambda: b.bridged_to != a_uuid or not a.alive)
+        _left_bridge(b, a)
     if b.alive and b.pending_transfer is None:
         if a is None or not a.alive:
             b.hangup("NORMAL_CLEARING")
@@ -474,6 +482,8 @@ async def app_internal_uuid_bridged(ch: Channel, other_uuid: str) -> str | None:
     if ch.bridged_to == other_uuid:
         other = ch.core.channels.get(other_uuid)
         await idle(ch, done=lambda: ch.bridged_to != other_uuid or other is None or not other.alive)
+        if other is not None:
+            _left_bridge(ch, other)
     if ch.alive and ch.pending_transfer is None:
         after_bridge(ch, dialplan_leg=False)
     return None
