@@ -241,10 +241,6 @@ class Broadcast:
     after: Callable[[], None] | None = None  # e.g. stop the partner's hold music
 
 
-class Interrupted(Exception):
-    """The channel's current application was interrupted (transfer, hangup, kick, break)."""
-
-
 class Channel:
     def __init__(
         self,
@@ -301,7 +297,6 @@ class Channel:
         self.pending_transfer: list[tuple[str, str]] | None = None
         self.pending_routing = True
         self.break_requested = False
-        self.break_all = False
         self.broadcasts: deque[Broadcast] = deque()
         self.dtmf: deque[str] = deque()
         self.flow: asyncio.Task[None] | None = None
@@ -619,6 +614,7 @@ class Channel:
         self.profile.times.hungup = now_us()
         self.variables["hangup_cause"] = cause
         self.variables["hangup_cause_q850"] = str(CAUSES.get(cause, 16))
+        log.debug("sim_hangup", uuid=self.uuid, cause=cause)
         self.emit("CHANNEL_HANGUP")
         self.interrupt()
         if self.flow is None or self.flow.done():

@@ -38,8 +38,9 @@ def channel_name_for(endpoint: str) -> tuple[str, str]:
     """(channel name, destination number) for a dial string, the way the endpoint modules name legs."""
     parts = endpoint.split("/")
     if parts[0] == "sofia" and len(parts) >= 4 and parts[1] == "gateway":
+        # a gateway leg is named after the SIP profile the gateway lives on ("external" in the lab)
         dest = "/".join(parts[3:])
-        return f"sofia/{parts[2]}/{dest}", dest.split("@")[0]
+        return f"sofia/external/{dest}", dest.split("@")[0]
     if parts[0] == "sofia" and len(parts) >= 3:
         dest = "/".join(parts[2:])
         return endpoint, dest.removeprefix("sip:").split("@")[0]
@@ -129,6 +130,7 @@ async def dial(
     ch.set_running_state("CS_CONSUME_MEDIA")
 
     cause, delay = core.originate_outcome(endpoint)
+    log.debug("sim_dial", uuid=uuid, endpoint=endpoint, cause=cause, delay_s=delay, timeout_s=timeout)
     # The far end's first reply (180 or 200) tells us its address.
     if delay > 0:
         ch.profile.network_addr = "127.0.0.1"

@@ -183,7 +183,8 @@ class EslConnection:
         if word == "api":
             await self._api(line[3:].strip())
         elif word == "bgapi":
-            self._bgapi(line[5:].strip(), headers.get("Job-UUID") or new_uuid())
+            job = next((v for k, v in headers.items() if k.lower() == "job-uuid" and v), None)
+            self._bgapi(line[5:].strip(), job or new_uuid())
         elif word == "event":
             self.write(_reply(self._event(line[5:].strip())))
         elif word == "nixevent":
