@@ -561,3 +561,11 @@ async def test_originate_into_a_conference(sim, esl):
     assert (
         added.unique_id == leg and added.get("Speak") == "false" and added.get("Conference-Name") == "standup"
     )
+
+
+async def test_caller_key_presses_arrive_as_rtp_dtmf_events(sim, esl):
+    uuid = await answered_call(sim, esl)
+    await sim.press_digits(uuid, "4#")
+    await esl.wait_for(lambda: [e.get("DTMF-Digit") for e in esl.of(uuid) if e.name == "DTMF"] == ["4", "#"])
+    dtmf = next(e for e in esl.of(uuid) if e.name == "DTMF")
+    assert dtmf.get("DTMF-Source") == "RTP" and dtmf.get("DTMF-Duration") == "2080"

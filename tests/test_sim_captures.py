@@ -347,9 +347,9 @@ async def test_conference_transfer_list_bgdial_kick_match_capture_06(sim, esl):
     await expect(esl, transfer, mapping, keep_first_talk=True)
     assert any(e.get("Action") == "conference-create" for e in esl.events)
 
-    for step in (list1,):
-        reply = await send(esl, step, mapping)
-        assert reply_text(reply) == mapping.member_lines(mapping.text(reply_text(step.reply)))
+    reply = await send(esl, list1, mapping)
+    assert reply_text(reply) == mapping.member_lines(mapping.text(reply_text(list1.reply)))
+    await expect(esl, list1, mapping)
 
     reply = await send(esl, bgdial, mapping)
     job = re.fullmatch(r"\+OK Job-UUID: ([0-9a-f-]{36})\n", reply_text(reply))
@@ -366,6 +366,7 @@ async def test_conference_transfer_list_bgdial_kick_match_capture_06(sim, esl):
 
     reply = await send(esl, list2, mapping)
     assert reply_text(reply) == mapping.member_lines(mapping.text(reply_text(list2.reply)))
+    await expect(esl, list2, mapping)
 
     kick_text = mapping.text(kick.sent)
     kick_text = re.sub(r"kick (\d+)$", lambda m: f"kick {mapping.members[m.group(1)]}", kick_text)
@@ -378,6 +379,7 @@ async def test_conference_transfer_list_bgdial_kick_match_capture_06(sim, esl):
 
     reply = await send(esl, list3, mapping)
     assert reply_text(reply) == mapping.member_lines(mapping.text(reply_text(list3.reply)))
+    await expect(esl, list3, mapping)
 
 
 async def test_originate_eavesdrop_matches_capture_07(sim, esl):

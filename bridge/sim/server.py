@@ -594,6 +594,20 @@ class SwitchSimulator:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ch.destroyed.wait(), timeout=2.0)
 
+    async def press_digits(self, uuid: str, digits: str, duration_ms: int = 260) -> None:
+        """The caller presses keys: one RFC 2833 DTMF event per digit, as a phone's would arrive."""
+        ch = self.core.live(uuid)
+        if ch is None or not ch.alive:
+            return
+        for digit in digits.upper():
+            if digit not in "0123456789*#ABCD":
+                continue
+            ch.dtmf.append(digit)
+            post = [("DTMF-Digit", digit), ("DTMF-Duration", str(duration_ms * 8)), ("DTMF-Source", "RTP")]
+            ch.emit("DTMF", post=post, data="basic")
+            ch.interrupt()
+            await asyncio.sleep(0)
+
     def channel(self, uuid: str) -> Channel | None:
         """The channel, live or ended (ended ones are kept so their outcome can be read)."""
         return self.core.channels.get(uuid)
