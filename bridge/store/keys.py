@@ -36,7 +36,12 @@ def tenant_api_keys(tenant_id: str) -> str:
 # tenant:{tid}:vas            zset  voice agent ids by created_at
 # va:{id}:active              set   call_ids holding one of the agent's max_concurrent slots
 # campaign:{id}               string JSON (tenant_id, voice_agent_id, name, ...)     no TTL
-# lead:{id}                   string JSON (tenant_id, phone, metadata, custom_fields, status, ...)
+# tenant:{tid}:campaigns      set   campaign ids
+# lead:{id}                   hash  id, tenant_id, campaign_id, phone, name, email, metadata (JSON),
+#                             status, status_set_by, attempts, last_attempted_at, created_at, updated_at
+# lead:{id}:custom_fields     hash  field -> JSON value; one field per hash entry so set_lead_field is one
+#                             HSET and concurrent patches of different fields never overwrite each other
+# campaign:{id}:leads         set   lead ids
 
 
 def voice_agent(va_id: str) -> str:
@@ -61,6 +66,10 @@ def tenant_campaigns(tenant_id: str) -> str:
 
 def lead(lead_id: str) -> str:
     return f"{PREFIX}lead:{lead_id}"
+
+
+def lead_custom_fields(lead_id: str) -> str:
+    return f"{PREFIX}lead:{lead_id}:custom_fields"
 
 
 def campaign_leads(campaign_id: str) -> str:
@@ -182,9 +191,13 @@ def delivery(delivery_id: str) -> str:
 
 
 # ---------------------------------------------------------------- callbacks (schedule_callback)
-# callback:{id}               string JSON callback                                   no TTL
-# callbacks:due               zset   callback ids by scheduled_at (ms); ZREM claims one
+# callback:{id}               hash   the callback (see bridge.store.callbacks)           no TTL
+# callbacks:due               zset   scheduled callback ids by when they are due (ms); ZREM claims one
+# callbacks:dialing           zset   claimed callback ids by lease deadline (ms): a claimer that dies
+#                             before recording the dial leaves its callback here, and it is failed
 # tenant:{tid}:callbacks      zset   callback ids by scheduled_at
+# session:{call_id}:callbacks zset   callback ids scheduled from that call, by scheduled_at
+# callback:idem:{call_id}:{key} string callback id created under that Idempotency-Key     TTL 24 h
 
 
 def callback(callback_id: str) -> str:
@@ -197,6 +210,18 @@ def callbacks_due() -> str:
 
 def tenant_callbacks(tenant_id: str) -> str:
     return f"{PREFIX}tenant:{tenant_id}:callbacks"
+
+
+def callbacks_dialing() -> str:
+    return f"{PREFIX}callbacks:dialing"
+
+
+def call_callbacks(call_id: str) -> str:
+    return f"{PREFIX}session:{call_id}:callbacks"
+
+
+def callback_idempotency(call_id: str, key: str) -> str:
+    return f"{PREFIX}callback:idem:{call_id}:{key}"
 
 
 # ---------------------------------------------------------------- conferences and supervision
