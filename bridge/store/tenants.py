@@ -32,6 +32,7 @@ ALL_SCOPES = (
     "webhooks:manage",
     "supervisors:act",
     "callbacks:read",
+    "callbacks:write",
     "sandbox:admin",
 )
 
