@@ -1,0 +1,308 @@
+"""The durable half of webhook delivery: fan-out records, the retry queue, claims and the delivery log.
+
+One delivery is one event for one subscription (a `delivery:{id}` hash). Its id is derived from the
+event and the subscription, so recording the same outbox entry twice (a reclaimed entry, two
+instances racing) creates it once. Every state change is one Lua call, so a process that dies at
+any point leaves Redis in a state another instance can pick up from:
+
+- fan-out writes the deliveries and XACKs the outbox entry together;
+- a claim moves the delivery's score in `webhooks:retry` from "due" to a lease deadline, so exactly
+  one instance holds it, and a holder that dies simply lets the lease run out;
+- completing an attempt checks that the lease is still ours, then records the outcome, the log
+  entry and the next due time together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bridge.store import keys
+from bridge.webhooks.outbox import DomainEvent
+from bridge.webhooks.subscriptions import Subscription, iso
+
+DELIVERY_PREFIX = "whdl_"
+
+PENDING = "pending"
+DELIVERED = "delivered"
+RETRYING = "retrying"
+DEAD = "dead"
+
+
+def delivery_id(event_id: str, sub_id: str) -> str:
+    return DELIVERY_PREFIX + hashlib.sha256(f"{event_id}/{sub_id}".encode()).hexdigest()[:32]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_body(event: DomainEvent) -> str:
+    # Serialised once at fan-out: every attempt then sends (and signs) the very same bytes.
+    return json.dumps(event.envelope(), separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    sub_id: str
+    tenant_id: str
+    event_id: str
+    event_type: str
+    body: str
+    livemode: bool
+    attempts: int
+    retry_base: int
+    state: str
+    created_at: str
+    next_retry_at_ms: int | None
+    last_status_code: int | None
+    last_error: str | None
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Delivery:
+        nxt = raw.get("next_retry_at_ms") or ""
+        code = raw.get("last_status_code") or ""
+        return cls(
+            id=raw["id"],
+            sub_id=raw["sub_id"],
+            tenant_id=raw["tenant_id"],
+            event_id=raw["event_id"],
+            event_type=raw["event_type"],
+            body=raw.get("body", ""),
+            livemode=raw.get("livemode", "1") == "1",
+            attempts=int(raw.get("attempts") or 0),
+            retry_base=int(raw.get("retry_base") or 0),
+            state=raw.get("state", PENDING),
+            created_at=raw.get("created_at", ""),
+            next_retry_at_ms=int(nxt) if nxt else None,
+            last_status_code=int(code) if code else None,
+            last_error=raw.get("last_error") or None,
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "subscription_id": self.sub_id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "attempts": self.attempts,
+            "state": self.state,
+            "created_at": self.created_at,
+            "next_retry_at": iso(self.next_retry_at_ms / 1000) if self.next_retry_at_ms else None,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+        }
+
+
+def new_delivery_fields(event: DomainEvent, sub: Subscription, due_ms: int) -> dict[str, str]:
+    return {
+        "id": delivery_id(event.event_id, sub.id),
+        "sub_id": sub.id,
+        "tenant_id": event.tenant_id,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "body": encode_body(event),
+        # Events the call layer marks `"livemode": false` (test-key traffic) go to test_url.
+        "livemode": "0" if event.data.get("livemode") is False else "1",
+        "attempts": "0",
+        "retry_base": "0",
+        "state": PENDING,
+        "created_at": iso(due_ms / 1000),
+        "next_retry_at_ms": str(due_ms),
+    }
+
+
+# KEYS: 1 outbox stream, 2 retry zset, 3.. one delivery hash per matching subscription
+# ARGV: 1 group, 2 stream entry id, 3 due (ms), 4.. JSON field maps, in KEYS order
+# A delivery that already exists (the entry was fanned out before, then re-read) is left alone.
+_FAN_OUT = """
+local created = 0
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local fields = cjson.decode(ARGV[i + 1])
+    local flat = {}
+    for k, v in pairs(fields) do
+      flat[#flat + 1] = k
+      flat[#flat + 1] = v
+    end
+    redis.call('HSET', KEYS[i], unpack(flat))
+    redis.call('ZADD', KEYS[2], ARGV[3], fields['id'])
+    created = created + 1
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return created
+"""
+
+# KEYS: 1 retry zset.  ARGV: 1 now (ms), 2 lease deadline (ms), 3 max count.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[2], id)
+end
+return ids
+"""
+
+# KEYS: 1 retry zset, 2 delivery hash, 3 subscription hash, 4 delivery log
+# ARGV: 1 delivery id, 2 our lease (ms), 3 outcome, 4 next due (ms), 5 log entry JSON, 6 log cap,
+#       7 TTL once terminal (s), 8 "1" failed / "0" succeeded / "" neither (consecutive_failures),
+#       9.. delivery hash field/value pairs
+# Returns 0 when the lease is no longer ours: someone else owns the delivery now, so we record nothing.
+_COMPLETE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not score) or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+if #ARGV >= 9 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 9))
+end
+if ARGV[3] == 'retrying' then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  if ARGV[8] == '1' then
+    redis.call('HINCRBY', KEYS[3], 'consecutive_failures', 1)
+  elseif ARGV[8] == '0' then
+    redis.call('HSET', KEYS[3], 'consecutive_failures', '0')
+  end
+  if ARGV[5] ~= '' then
+    redis.call('LPUSH', KEYS[4], ARGV[5])
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+  end
+end
+return 1
+"""
+
+# KEYS: 1 retry zset.  ARGV: 1 delivery id, 2 our lease (ms), 3 new due (ms).
+# Hands an unfinished attempt back (graceful stop) without waiting for the lease to run out.
+_RELEASE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not score) or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: 1 retry zset, 2 delivery hash.  ARGV: 1 delivery id, 2 our lease (ms), 3 "1" to delete the record.
+_DROP = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not score) or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[3] == '1' then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+# KEYS: 1 retry zset, 2 delivery hash.  ARGV: 1 delivery id, 2 subscription id, 3 now (ms), 4 ISO now
+# -1 unknown (or another subscription's), 0 not dead, 1 queued again.
+_REDELIVER = """
+if redis.call('HGET', KEYS[2], 'sub_id') ~= ARGV[2] then return -1 end
+if redis.call('HGET', KEYS[2], 'state') ~= 'dead' then return 0 end
+local attempts = redis.call('HGET', KEYS[2], 'attempts')
+redis.call('HSET', KEYS[2], 'state', 'pending', 'retry_base', attempts, 'next_retry_at_ms', ARGV[3],
+           'redelivered_at', ARGV[4])
+redis.call('PERSIST', KEYS[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+class DeliveryQueue:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._fan_out = redis.register_script(_FAN_OUT)
+        self._claim = redis.register_script(_CLAIM)
+        self._complete = redis.register_script(_COMPLETE)
+        self._release = redis.register_script(_RELEASE)
+        self._drop = redis.register_script(_DROP)
+        self._redeliver = redis.register_script(_REDELIVER)
+
+    async def fan_out(
+        self, group: str, entry_id: str, event: DomainEvent, subs: list[Subscription], due_ms: int
+    ) -> int:
+        """Record one delivery per subscription and ack the outbox entry, atomically."""
+        docs = [new_delivery_fields(event, sub, due_ms) for sub in subs]
+        script_keys = [keys.outbox(), keys.webhook_retry_queue()] + [keys.delivery(d["id"]) for d in docs]
+        args = [group, entry_id, str(due_ms)] + [json.dumps(d) for d in docs]
+        return int(await self._fan_out(keys=script_keys, args=args))
+
+    async def claim(self, now: int, lease_until: int, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        return list(await self._claim(keys=[keys.webhook_retry_queue()], args=[now, lease_until, limit]))
+
+    async def load(self, delivery_id: str) -> Delivery | None:
+        raw = await self.redis.hgetall(keys.delivery(delivery_id))
+        if not raw or "sub_id" not in raw:
+            return None
+        return Delivery.from_hash(raw)
+
+    async def complete(
+        self,
+        delivery: Delivery,
+        lease: int,
+        *,
+        outcome: str,
+        next_due_ms: int | None,
+        log_entry: dict[str, Any] | None,
+        failed: bool | None,
+        fields: dict[str, str],
+        terminal_ttl_s: int,
+    ) -> bool:
+        argv: list[str | int] = [
+            delivery.id,
+            lease,
+            outcome,
+            next_due_ms or 0,
+            json.dumps(log_entry, separators=(",", ":")) if log_entry else "",
+            keys.DELIVERY_LOG_MAX,
+            terminal_ttl_s,
+            "" if failed is None else ("1" if failed else "0"),
+        ]
+        for k, v in fields.items():
+            argv += [k, v]
+        return bool(
+            await self._complete(
+                keys=[
+                    keys.webhook_retry_queue(),
+                    keys.delivery(delivery.id),
+                    keys.webhook(delivery.sub_id),
+                    keys.webhook_deliveries(delivery.sub_id),
+                ],
+                args=argv,
+            )
+        )
+
+    async def release(self, delivery_id: str, lease: int, due_ms: int) -> bool:
+        return bool(await self._release(keys=[keys.webhook_retry_queue()], args=[delivery_id, lease, due_ms]))
+
+    async def drop(self, delivery_id: str, lease: int, *, delete: bool) -> bool:
+        """Take a claimed delivery off the queue without an attempt (and forget it when `delete`)."""
+        return bool(
+            await self._drop(
+                keys=[keys.webhook_retry_queue(), keys.delivery(delivery_id)],
+                args=[delivery_id, lease, "1" if delete else "0"],
+            )
+        )
+
+    async def redeliver(self, sub_id: str, delivery_id: str) -> int:
+        now = now_ms()
+        return int(
+            await self._redeliver(
+                keys=[keys.webhook_retry_queue(), keys.delivery(delivery_id)],
+                args=[delivery_id, sub_id, now, iso(now / 1000)],
+            )
+        )
+
+    async def next_due_ms(self) -> int | None:
+        first = await self.redis.zrange(keys.webhook_retry_queue(), 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def log(self, sub_id: str) -> list[dict[str, Any]]:
+        rows = await self.redis.lrange(keys.webhook_deliveries(sub_id), 0, keys.DELIVERY_LOG_MAX - 1)
+        return [json.loads(r) for r in rows]
