@@ -247,6 +247,9 @@ async def test_event_reaches_a_subscriber_with_envelope_and_headers_the_sdk_acce
     assert entry["id"] == req.headers["X-Yotel-Delivery"]
     assert entry["delivered_at"] and entry["next_retry_at"] is None and entry["error"] is None
     assert isinstance(entry["duration_ms"], int)
+    record = await bridge.services.redis.hgetall(keys.delivery(entry["delivery_id"]))
+    assert record["state"] == "delivered" and "body" not in record
+    assert 0 < await bridge.services.redis.ttl(keys.delivery(entry["delivery_id"])) <= keys.DELIVERED_TTL_S
 
 
 async def test_three_500s_then_the_fourth_attempt_delivers_with_one_event_id(
@@ -307,6 +310,8 @@ async def test_4xx_is_dead_at_once_and_redeliver_sends_it_again(bridge: Bridge, 
     assert log[0]["state"] == "dead" and log[0]["status_code"] == 404
     assert log[0]["next_retry_at"] is None
     delivery_id = log[0]["delivery_id"]
+    redis = bridge.services.redis
+    assert keys.DELIVERED_TTL_S < await redis.ttl(keys.delivery(delivery_id)) <= keys.DEAD_TTL_S
 
     key = await bridge.key()
     status, queued = await bridge.call("POST", f"{BASE}/{sub['id']}/deliveries/{delivery_id}/redeliver", key)

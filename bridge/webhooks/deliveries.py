@@ -165,6 +165,8 @@ if ARGV[3] == 'retrying' then
 else
   redis.call('ZREM', KEYS[1], ARGV[1])
   if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
+  -- A delivered record only guards against a second fan-out; the body is dead weight by then.
+  if ARGV[3] == 'delivered' then redis.call('HDEL', KEYS[2], 'body') end
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   if ARGV[8] == '1' then
