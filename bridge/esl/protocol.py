@@ -227,5 +227,9 @@ def encode_command(command: str, headers: dict[str, str] | None = None) -> bytes
     """Client -> FreeSWITCH: the command line, extra header lines, blank line."""
     if "\n" in command:
         raise ValueError("an ESL command must be a single line")
+    for name, value in (headers or {}).items():
+        # A line break would end the header block early and smuggle in a second command.
+        if "\n" in name or "\n" in value or ":" in name:
+            raise ValueError(f"invalid ESL command header {name!r}")
     extra = "".join(f"{k}: {v}\n" for k, v in (headers or {}).items())
     return f"{command}\n{extra}\n".encode()
