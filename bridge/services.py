@@ -68,9 +68,14 @@ class Services:
         self._closers.append(closer)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Cancel until every task is done: on Python 3.11 asyncio.wait_for (used by redis-py and
+        # by our own loops) swallows a cancel that races its inner future, and that task would
+        # then sleep out its timeout and stall shutdown.
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.2)
         for closer in reversed(self._closers):
             try:
                 await closer()

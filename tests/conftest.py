@@ -110,6 +110,11 @@ class AgentServer:
         self.url = f"ws://127.0.0.1:{port}/ws"
 
     async def stop(self) -> None:
+        # Close the forks' sockets first: aiohttp's cleanup otherwise waits out its shutdown
+        # timeout (60 s) for handlers still reading from a call that was never hung up.
+        for conn in self.connections:
+            if not conn["closed"]:
+                await conn["ws"].close()
         if self._runner is not None:
             await self._runner.cleanup()
 
