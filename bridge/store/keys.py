@@ -131,12 +131,14 @@ def token_refresh_due() -> str:
 
 
 # ---------------------------------------------------------------- control endpoint
-# rl:{call_id}:{epoch_s}      string request counter for one second                TTL 2 s
-# idem:{call_id}:{key}        hash   state, fingerprint, status, body              TTL per verb class
+# rl:{call_id}                zset   one member per accepted request (request id), scored by Redis TIME
+#                             in ms: a sliding one-second window                  PEXPIRE window
+# idem:{call_id}:{key}        hash   state (inflight|done), fp, owner (request id), status, body
+#                             inflight: lease PEXPIRE; done: 24 h, or 60 s for play_audio/whisper/send_dtmf
 
 
-def rate_limit(call_id: str, epoch_s: int) -> str:
-    return f"{PREFIX}rl:{call_id}:{epoch_s}"
+def rate_limit(call_id: str) -> str:
+    return f"{PREFIX}rl:{call_id}"
 
 
 def idempotency(call_id: str, key: str) -> str:

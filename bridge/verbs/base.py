@@ -29,6 +29,9 @@ class VerbContext:
     session: Session
     principal: Principal
     request_id: str
+    # The request's Idempotency-Key when the verb's class honours it (None otherwise): a handler
+    # that creates a record can key it on (call_id, key) as a second line of defence.
+    idempotency_key: str | None = None
 
     @property
     def call_id(self) -> str:

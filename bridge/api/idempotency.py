@@ -1,0 +1,156 @@
+"""Idempotency-Key for control verbs, scoped per call_id, plus the rate limit in the same round trip.
+
+A key goes through two states in one Redis hash (`keys.idempotency(call_id, key)`):
+
+- `inflight`: claimed by one request (its request id is the `owner`) under a lease, so a crashed
+  bridge cannot wedge the key. Claiming is atomic inside the gate script, so of two concurrent
+  requests with one key exactly one runs the verb; the other polls until the owner finishes and
+  replays its answer.
+- `done`: the final status and body, kept for the verb class's window (24 h, or 60 s for
+  play_audio / whisper / send_dtmf). Only final answers are kept (2xx and 4xx except 401 and 429);
+  for anything else the owner deletes the key so a retry runs the verb again.
+
+Every claim carries a fingerprint of the validated verb: the same key with another body is
+refused (422 `idempotency_key_reused`) instead of silently replaying an unrelated answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bridge.api.errors import ApiError
+from bridge.api.ratelimit import RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS, RateLimited
+from bridge.store import keys
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Printable ASCII without spaces: a UUID v4 in practice; anything a client can put in a header
+# and we can put in a Redis key name without surprises.
+KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+# KEYS[1] rate window (only when ARGV[4] == '1'); KEYS[2] idempotency hash (absent: no key)
+# ARGV[1] limit, ARGV[2] window ms, ARGV[3] request id, ARGV[4] check the rate limit,
+# ARGV[5] fingerprint, ARGV[6] lease ms
+_GATE = (
+    REPLICATE_EFFECTS_LUA
+    + "if ARGV[4] == '1' then\n"
+    + RATE_LIMIT_LUA
+    + """
+end
+if #KEYS < 2 then return {'run'} end
+local cur = redis.call('HMGET', KEYS[2], 'state', 'fp', 'status', 'body')
+if not cur[1] then
+  redis.call('HSET', KEYS[2], 'state', 'inflight', 'fp', ARGV[5], 'owner', ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  return {'claimed'}
+end
+if cur[2] ~= ARGV[5] then return {'mismatch'} end
+if cur[1] == 'done' then return {'replay', cur[3], cur[4]} end
+return {'wait'}
+"""
+)
+
+# KEYS[1] idempotency hash; ARGV[1] owner, ARGV[2] 'store'|'release', ARGV[3] status, ARGV[4] body,
+# ARGV[5] ttl ms. A lease that expired and was claimed again belongs to someone else: hands off.
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[2] == 'release' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[3], 'body', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    kind: str  # run | claimed | replay | wait | mismatch | limited
+    status: int = 0
+    body: str = ""
+    limited: RateLimited | None = None
+
+
+RUN = GateResult("run")
+CLAIMED = GateResult("claimed")
+WAIT = GateResult("wait")
+MISMATCH = GateResult("mismatch")
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """The verb as validated (defaults filled in, key order ignored): two bodies that mean the
+    same verb match, `{"event":"mute"}` and `{"event":"mute","target":"caller"}` included."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def check_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not KEY_RE.match(value):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"{HEADER} must be 1-255 printable ASCII characters without spaces (a UUID v4)",
+        )
+    return value
+
+
+def cacheable(status: int) -> bool:
+    """Final answers only: a 5xx, a 429 or a 401 says nothing about the verb, so a retry must run it."""
+    return status < 500 and status not in (401, 429)
+
+
+class IdempotencyStore:
+    def __init__(self, redis: aioredis.Redis, *, rate_limit: int, lease_ms: int) -> None:
+        self.rate_limit = rate_limit
+        self.lease_ms = lease_ms
+        self._gate = redis.register_script(_GATE)
+        self._finish = redis.register_script(_FINISH)
+
+    async def gate(
+        self,
+        call_id: str,
+        request_id: str,
+        *,
+        key: str | None,
+        fp: str = "",
+        check_rate: bool = True,
+    ) -> GateResult:
+        """Count the request against the call's rate limit and, with a key, claim or look it up."""
+        redis_keys = [keys.rate_limit(call_id)]
+        if key is not None:
+            redis_keys.append(keys.idempotency(call_id, key))
+        reply = await self._gate(
+            keys=redis_keys,
+            args=[self.rate_limit, WINDOW_MS, request_id, "1" if check_rate else "0", fp, self.lease_ms],
+        )
+        kind = reply[0]
+        if kind == "run":
+            return RUN
+        if kind == "claimed":
+            return CLAIMED
+        if kind == "wait":
+            return WAIT
+        if kind == "mismatch":
+            return MISMATCH
+        if kind == "replay":
+            return GateResult("replay", int(reply[1]), reply[2])
+        return GateResult("limited", limited=RateLimited(int(float(reply[1]))))
+
+    async def store(self, call_id: str, key: str, owner: str, *, status: int, body: str, ttl_s: int) -> bool:
+        result = await self._finish(
+            keys=[keys.idempotency(call_id, key)], args=[owner, "store", status, body, ttl_s * 1000]
+        )
+        return bool(result)
+
+    async def release(self, call_id: str, key: str, owner: str) -> bool:
+        result = await self._finish(keys=[keys.idempotency(call_id, key)], args=[owner, "release", 0, "", 0])
+        return bool(result)

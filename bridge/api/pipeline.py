@@ -1,0 +1,239 @@
+"""The control pipeline behind `POST /api/v1/ai-sessions/{call_id}/control`.
+
+Order (docs/control-api.md explains each step):
+
+1. authenticate: 401 for a missing, unknown, expired or revoked credential
+2. the call: 404 `ai_session_not_found`
+3. tenant fence: 403 `tenant_mismatch`
+4. the credential's reach: a callback token of another call is 403 `token_call_mismatch`; a tenant
+   key needs `ai_sessions:control_admin` (403 `missing_scope`)
+5. rate limit: 429 `rate_limited` with Retry-After
+6. body: 400 `invalid_json` / `validation_error`, 422 `tts_not_supported`, 501 `verb_not_implemented`
+7. idempotency: replay (`Idempotent-Replayed: true`), 422 `idempotency_key_reused`, or claim
+8. state machine: 409 `ai_session_terminated`
+9. the verb's handler
+
+Steps 5 and 7 are one Redis round trip (bridge.api.idempotency's gate script). The body is parsed
+and validated before that round trip, because it has no side effect, but a bad body is reported
+only after the rate limit has counted the request, so the order above is what a client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import pkgutil
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from bridge.api import idempotency as idem
+from bridge.api.auth import Principal, authenticate
+from bridge.api.errors import ApiError, error_body, read_json_object, validation_error
+from bridge.calls.sessions import Session, iso
+from bridge.services import Services
+from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
+from bridge.verbs.models import VERB_ADAPTER
+
+log = structlog.get_logger(__name__)
+
+CONTROL_ADMIN_SCOPE = "ai_sessions:control_admin"
+# Polling a key another request holds: start fast (most verbs take a few ms), back off to 50 ms.
+_WAIT_FIRST_S = 0.002
+_WAIT_MAX_S = 0.05
+_NOT_VERB_MODULES = {"base", "models"}
+
+
+def load_verbs() -> None:
+    """Import every module of bridge.verbs so each `@verb` registers itself. A verb family that
+    lands later (conference, supervision) is picked up without touching the pipeline."""
+    import bridge.verbs as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in _NOT_VERB_MODULES and not module.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def _json(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), default=str)
+
+
+def _response(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=text, content_type="application/json", headers=headers)
+
+
+class ControlPipeline:
+    def __init__(self, svc: Services) -> None:
+        load_verbs()
+        self.svc = svc
+        settings = svc.settings
+        self.rate_limit = settings.rate_limit_per_s
+        self.long_ttl_s = settings.idempotency_ttl_s
+        self.short_ttl_s = settings.idempotency_short_ttl_s
+        # A verb is a few ESL commands, each bounded by the command timeout: the lease outlives
+        # the slowest honest verb, so only a crashed owner ever loses its key to the lease.
+        lease_s = settings.esl_command_timeout_s * 4 + 5
+        self.wait_s = lease_s + 1
+        self.idem = idem.IdempotencyStore(svc.redis, rate_limit=self.rate_limit, lease_ms=int(lease_s * 1000))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        svc = self.svc
+        call_id = request.match_info["call_id"]
+        request_id: str = request["request_id"]
+        principal, session = await self._who_and_what(request, call_id)
+        self._check_reach(principal, session)
+
+        # Parse now (no side effect), report after the rate limit has counted the request.
+        spec: VerbSpec | None = None
+        cmd: Any = None
+        key: str | None = None
+        fp = ""
+        problem: ApiError | None = None
+        try:
+            cmd = self._parse(await read_json_object(request))
+            spec = REGISTRY.get(cmd.event)
+            if spec is None:
+                raise ApiError(
+                    501, "verb_not_implemented", f"the {cmd.event} verb is not implemented by this bridge yet"
+                )
+            if spec.idempotency != "read":
+                key = idem.check_key(request.headers.get(idem.HEADER))
+            if key is not None:
+                fp = idem.fingerprint(cmd.model_dump(mode="json"))
+        except ApiError as exc:
+            problem, key = exc, None
+
+        gate = await self.idem.gate(call_id, request_id, key=key, fp=fp)
+        if gate.limited is not None:
+            raise gate.limited.error(self.rate_limit)
+        if problem is not None:
+            raise problem
+        assert spec is not None
+        if gate.kind == "wait":
+            gate = await self._wait_for_owner(call_id, request_id, key, fp)
+        if gate.kind == "replay":
+            return _response(gate.status, gate.body, {idem.REPLAYED_HEADER: "true"})
+        if gate.kind == "mismatch":
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                f"this {idem.HEADER} was already used on this call with a different body",
+            )
+        if gate.kind != "claimed":
+            key = None  # nothing was claimed: nothing to store or release
+        return await self._run(spec, cmd, VerbContext(svc, session, principal, request_id, key))
+
+    # ------------------------------------------------------------ steps
+
+    async def _who_and_what(self, request: web.Request, call_id: str) -> tuple[Principal, Session]:
+        # Both reads in flight at once; the credential is still judged first, so an unauthenticated
+        # caller learns nothing about which calls exist.
+        session_read = asyncio.ensure_future(self.svc.sessions.get(call_id))
+        try:
+            principal = await authenticate(request)
+        except BaseException:
+            session_read.cancel()
+            raise
+        session = await session_read
+        if session is None:
+            raise ApiError(404, "ai_session_not_found", f"no AI session {call_id}")
+        return principal, session
+
+    @staticmethod
+    def _check_reach(principal: Principal, session: Session) -> None:
+        if session.tenant_id != principal.tenant_id:
+            raise ApiError(403, "tenant_mismatch", "this call belongs to another tenant")
+        if principal.kind == "callback_token":
+            if principal.call_id != session.call_id:
+                raise ApiError(403, "token_call_mismatch", "this callback token is bound to another call")
+        elif not principal.has(CONTROL_ADMIN_SCOPE):
+            raise ApiError(
+                403,
+                "missing_scope",
+                f"Scope '{CONTROL_ADMIN_SCOPE}' required: tenant keys drive calls only when given it",
+                extra={"scope": CONTROL_ADMIN_SCOPE},
+            )
+
+    @staticmethod
+    def _parse(body: dict[str, Any]) -> Any:
+        try:
+            cmd = VERB_ADAPTER.validate_python(body)
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+        if getattr(cmd, "tts_text", None) is not None:
+            raise ApiError(
+                422,
+                "tts_not_supported",
+                "TTS is not wired in v1: send audio_url with a pre-rendered WAV or MP3",
+            )
+        return cmd
+
+    async def _wait_for_owner(
+        self, call_id: str, request_id: str, key: str | None, fp: str
+    ) -> idem.GateResult:
+        """Another request holds the key: wait for its answer (replayed), or for it to let go
+        (then this request claims the key and runs the verb itself)."""
+        deadline = time.monotonic() + self.wait_s
+        delay = _WAIT_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _WAIT_MAX_S)
+            gate = await self.idem.gate(call_id, request_id, key=key, fp=fp, check_rate=False)
+            if gate.kind != "wait":
+                return gate
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    409,
+                    "idempotency_key_in_progress",
+                    f"a request with this {idem.HEADER} is still running; retry later",
+                )
+
+    async def _run(self, spec: VerbSpec, cmd: Any, ctx: VerbContext) -> web.Response:
+        key = ctx.idempotency_key
+        settled = key is None
+        try:
+            headers: dict[str, str] | None = None
+            try:
+                if ctx.session.terminal and not spec.allow_terminal:
+                    raise ApiError(
+                        409,
+                        "ai_session_terminated",
+                        f"the AI session has ended (outcome {ctx.session.outcome}); stop sending verbs",
+                        extra={"outcome": ctx.session.outcome},
+                    )
+                dispatched_at = iso(time.time())
+                result = await spec.handler(ctx, cmd)
+                status = 200
+                text = _json(
+                    {
+                        "ok": True,
+                        "call_id": ctx.call_id,
+                        "dispatched_at": dispatched_at,
+                        "result": result or {},
+                    }
+                )
+            except ApiError as exc:
+                if not idem.cacheable(exc.status):
+                    raise
+                status, headers = exc.status, exc.headers or None
+                text = _json(error_body(exc.code, exc.message, **exc.extra))
+            if key is not None:
+                ttl = self.short_ttl_s if spec.idempotency == "action" else self.long_ttl_s
+                await self.idem.store(ctx.call_id, key, ctx.request_id, status=status, body=text, ttl_s=ttl)
+                settled = True
+            return _response(status, text, headers)
+        finally:
+            if not settled:
+                assert key is not None
+                # Shielded: a cancelled request must still let go of its key.
+                await asyncio.shield(self._release(ctx.call_id, key, ctx.request_id))
+
+    async def _release(self, call_id: str, key: str, owner: str) -> None:
+        try:
+            await self.idem.release(call_id, key, owner)
+        except Exception:
+            log.exception("idempotency_release_failed", call_id=call_id)
