@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
-SIP_URI_RE = re.compile(
-    r"^sips?:[A-Za-z0-9_.!~*()&=+$,;?/%-]+@[A-Za-z0-9.-]+(:\d{1,5})?(;[A-Za-z0-9_=.-]+)*$"
-)
+# No ',' (bridge rings every comma-separated endpoint at once), '/' (a second dial string such as
+# sofia/gateway/...) or '?' in the user part: a SIP URI must stay one endpoint of our choosing.
+SIP_URI_RE = re.compile(r"^sips?:[A-Za-z0-9_.!~*()&=+$;%-]+@[A-Za-z0-9.-]+(:\d{1,5})?(;[A-Za-z0-9_=.-]+)*$")
 DTMF_RE = re.compile(r"^[0-9A-Da-d*#wW]{1,99}$")
 # Queue / agent / member names end up inside a FreeSWITCH dialplan string: keep them plain.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")

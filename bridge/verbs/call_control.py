@@ -1,0 +1,205 @@
+"""Group 1, the call itself: transfer, hangup, log, set_disposition, get_call_state.
+
+transfer and hangup end the AI session (CallManager.finish: once, whoever wins, and it fires
+ai_session.ended); the others only read or annotate it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import structlog
+
+from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
+from bridge.calls.manager import FORK_BUGNAME
+from bridge.calls.sessions import Session, iso
+from bridge.config import Settings
+from bridge.verbs.base import VerbContext, verb
+from bridge.verbs.common import append_log, audit, now_iso, require_answered, terminated
+from bridge.verbs.models import GetCallState, Hangup, Log, SetDisposition, Transfer
+
+log = structlog.get_logger(__name__)
+
+# A caller id FreeSWITCH can present as is; anything else (withheld, "anonymous") is left out.
+_PRESENTABLE_RE = re.compile(r"^\+?[0-9]{3,20}$")
+
+
+# ---------------------------------------------------------------- transfer
+
+
+def customer_number(session: Session) -> str:
+    """The number of the person on the call (inbound: who called; outbound: who we called)."""
+    return session.from_ if session.direction == "inbound" else session.to
+
+
+def transfer_dialplan(settings: Settings, session: Session, cmd: Transfer) -> str:
+    """The inline dialplan for uuid_transfer (freeswitch.md §2.1). Bridges end in `park` so a
+    failed bridge leaves the caller on the switch instead of hanging them up; `m:^:` because the
+    bridge's {variables} carry commas. Every part was validated by the Transfer model."""
+    if cmd.destination_type == "agent_queue":
+        queue = (
+            cmd.destination if "@" in cmd.destination else f"{cmd.destination}@{settings.callcenter_domain}"
+        )
+        return f"callcenter:{queue}"
+    variables = []
+    number = customer_number(session)
+    if _PRESENTABLE_RE.match(number or ""):
+        # The agent who picks up sees which customer it is.
+        variables.append(f"origination_caller_id_number={number}")
+    variables.append("ignore_early_media=true")
+    if cmd.destination_type == "e164":
+        endpoint = f"sofia/gateway/{settings.gateway}/{cmd.destination}"
+    else:
+        endpoint = f"sofia/{settings.sip_profile}/{cmd.destination}"
+    return (
+        "m:^:set:continue_on_fail=true^set:hangup_after_bridge=true"
+        f"^bridge:{{{','.join(variables)}}}{endpoint}^park"
+    )
+
+
+@verb("transfer", idempotency="strong")
+async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
+    require_answered(ctx)
+    svc, call_id = ctx.svc, ctx.call_id
+    metadata = cmd.metadata or {}
+    pending = json.dumps(
+        {"state": "pending", "destination_type": cmd.destination_type, "destination": cmd.destination}
+    )
+    claimed = await svc.sessions.compare_and_set(call_id, "transfer", "", pending)
+    if claimed == -1:
+        raise ApiError(404, "ai_session_not_found", f"no AI session {call_id}")
+    if claimed == -2:
+        raise terminated(ctx)
+    if claimed == 0:
+        raise ApiError(409, "transfer_in_progress", "a transfer of this call is already under way")
+
+    dialplan = transfer_dialplan(svc.settings, ctx.session, cmd)
+    fork_stopped = False
+    try:
+        # Media bugs survive a transfer: the AI must stop hearing the call before it leaves.
+        try:
+            await svc.switch.fork_stop(call_id, FORK_BUGNAME)
+            fork_stopped = True
+        except SwitchError as exc:
+            log.info("transfer_no_fork_to_stop", call_id=call_id, reply=exc.reply)
+        await svc.switch.api(f"uuid_transfer {call_id} '{dialplan}' inline")
+    except (SwitchError, SwitchUnavailable):
+        await svc.sessions.compare_and_set(call_id, "transfer", pending, "")
+        if fork_stopped:
+            await _reopen_fork(ctx)
+        raise
+
+    outcome = f"transferred_{cmd.destination_type}"
+    record = {
+        "destination_type": cmd.destination_type,
+        "destination": cmd.destination,
+        "metadata": metadata,
+        "transferred_at": now_iso(),
+    }
+    await svc.sessions.update(call_id, transfer=json.dumps(record), fork_connected=False)
+    await audit(
+        ctx, "transfer", destination_type=cmd.destination_type, destination=cmd.destination, metadata=metadata
+    )
+    await svc.outbox.emit(
+        "ai_session.transferred",
+        ctx.session.tenant_id,
+        {
+            "call_id": call_id,
+            "destination_type": cmd.destination_type,
+            "destination": cmd.destination,
+            "metadata": metadata,
+        },
+    )
+    if not await svc.calls.finish(call_id, outcome, "ai_transfer"):
+        # The caller hung up in the same instant: the switch took the transfer, the session's
+        # outcome is whatever ended it first.
+        log.info("transfer_after_session_ended", call_id=call_id)
+    return {}
+
+
+async def _reopen_fork(ctx: VerbContext) -> None:
+    """The switch refused the transfer after the AI's fork was stopped: give the AI its audio back
+    with a fresh metadata frame (and token), the same frame a new call gets plus `resumed`."""
+    svc, session, call_id = ctx.svc, ctx.session, ctx.call_id
+    try:
+        agent = await svc.voice_agents.get(session.voice_agent_id or "")
+        if agent is None:
+            return
+        settings = svc.settings
+        ttl = (
+            settings.ws_session_token_ttl_s if agent.token_lifetime == "ws_session" else settings.token_ttl_s
+        )
+        token = await svc.tokens.mint(call_id=call_id, tenant_id=session.tenant_id, ttl_s=ttl)
+        lead = await svc.calls.leads.get(session.lead_id, session.tenant_id) if session.lead_id else None
+        metadata = {
+            "type": "metadata",
+            "call_id": call_id,
+            "tenant_id": session.tenant_id,
+            "voice_agent_id": agent.id,
+            "callback_token": token.token,
+            "token_expires_at": iso(token.expires_at),
+            "from": session.from_,
+            "to": session.to,
+            "direction": session.direction,
+            "campaign_id": session.campaign_id,
+            "lead_id": session.lead_id,
+            "lead_metadata": (lead or {}).get("metadata", {}),
+            "audio_format": agent.audio_format,
+            "resumed": True,
+        }
+        await svc.switch.fork_start(
+            call_id,
+            agent.ws_url,
+            sample_rate_hz=agent.sample_rate_hz,
+            metadata=metadata,
+            bugname=FORK_BUGNAME,
+        )
+    except Exception:
+        log.exception("fork_reopen_failed", call_id=call_id)
+
+
+# ---------------------------------------------------------------- hangup
+
+
+@verb("hangup", idempotency="strong")
+async def hangup(ctx: VerbContext, cmd: Hangup) -> dict[str, Any]:
+    svc, call_id = ctx.svc, ctx.call_id
+    # Logged first: ai_session.ended carries the audit log.
+    await audit(ctx, "hangup", metadata=cmd.metadata or {})
+    # The session ends before the channel does, so the CHANNEL_HANGUP_COMPLETE our uuid_kill
+    # causes cannot record the hangup as the caller's.
+    if not await svc.calls.finish(call_id, "hangup", "ai_hangup"):
+        raise terminated(ctx)
+    try:
+        await svc.switch.kill(call_id, "NORMAL_CLEARING")
+    except SwitchError as exc:
+        if "No such channel" not in exc.reply:
+            raise
+        log.info("hangup_channel_already_gone", call_id=call_id)
+    return {}
+
+
+# ---------------------------------------------------------------- log, disposition, state
+
+
+@verb("log", idempotency="read")
+async def log_entry(ctx: VerbContext, cmd: Log) -> dict[str, Any]:
+    # The AI's own keys win, `ts` included: it is the AI's breadcrumb.
+    await append_log(ctx, {"ts": now_iso(), **cmd.metadata})
+    return {}
+
+
+@verb("set_disposition", idempotency="last_write")
+async def set_disposition(ctx: VerbContext, cmd: SetDisposition) -> dict[str, Any]:
+    # Disposition and notes are one pair: a later disposition without notes clears stale notes.
+    await ctx.svc.sessions.update(
+        ctx.call_id, disposition=cmd.disposition, notes=cmd.notes, disposition_source="ai"
+    )
+    return {}
+
+
+@verb("get_call_state", idempotency="read")
+async def get_call_state(ctx: VerbContext, cmd: GetCallState) -> dict[str, Any]:
+    return ctx.session.call_state()
