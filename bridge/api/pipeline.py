@@ -163,7 +163,13 @@ class ControlPipeline:
         try:
             cmd = VERB_ADAPTER.validate_python(body)
         except ValidationError as exc:
-            raise validation_error(exc) from exc
+            error = validation_error(exc)
+            for item in error.extra["errors"]:
+                # An unknown or missing verb is a fault of the `event` field; pydantic leaves loc empty.
+                if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                    item["loc"] = ["event"]
+                    error.message = f"event: {item['msg']}"
+            raise error from exc
         if getattr(cmd, "tts_text", None) is not None:
             raise ApiError(
                 422,
