@@ -139,6 +139,8 @@ class AgentServer:
                     self._changed.notify_all()
             elif msg.type == WSMsgType.BINARY:
                 conn["binary_frames"] += 1
+                async with self._changed:
+                    self._changed.notify_all()
         conn["closed"] = True
         async with self._changed:
             self._changed.notify_all()
