@@ -18,11 +18,11 @@ run: $(STAMP)
 	$(BIN)/bridge sandbox $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff check bridge tests $(wildcard bench)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff check bridge tests $(wildcard bench)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.control_latency
