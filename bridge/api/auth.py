@@ -9,7 +9,8 @@ from aiohttp import web
 from bridge.api.errors import ApiError
 from bridge.media.tokens import TOKEN_PREFIX, CallbackToken
 from bridge.services import services_of
-from bridge.store.tenants import LIVE_PREFIX, TEST_PREFIX
+from bridge.store import keys
+from bridge.store.tenants import LIVE_PREFIX, TEST_PREFIX, ApiKey, hash_secret
 
 CALLBACK_TOKEN_SCOPE = "voice_agent:control"
 
@@ -38,31 +39,42 @@ def bearer(request: web.Request) -> str:
     return value.strip()
 
 
+def credential_key(secret: str) -> str:
+    """The Redis hash holding what `secret` grants; 401 for something that is neither a callback
+    token nor an API key. Split from `principal_from` so a hot path can fetch the hash in the same
+    round trip as other reads (the control pipeline does)."""
+    if secret.startswith(TOKEN_PREFIX):
+        return keys.callback_token(hash_secret(secret))
+    if secret.startswith((LIVE_PREFIX, TEST_PREFIX)):
+        return keys.api_key(hash_secret(secret))
+    raise ApiError(401, "invalid_api_key", "API key must start with yt_live_ or yt_test_")
+
+
+def principal_from(secret: str, raw: dict[str, str]) -> Principal:
+    """Judge a credential from its stored hash (empty if there is none): 401 unless it is live."""
+    if secret.startswith(TOKEN_PREFIX):
+        if not raw:
+            raise ApiError(401, "invalid_token", "unknown callback token")
+        token = CallbackToken.from_hash(secret, raw)
+        if token.revoked:
+            raise ApiError(401, "token_revoked", "this callback token was revoked")
+        if token.expired:
+            raise ApiError(401, "token_expired", "this callback token has expired")
+        return Principal("callback_token", token.tenant_id, frozenset({CALLBACK_TOKEN_SCOPE}), token=token)
+    if not raw or raw.get("revoked") == "1":
+        raise ApiError(401, "invalid_api_key", "Invalid API key")
+    key = ApiKey.from_hash(raw)
+    return Principal("api_key", key.tenant_id, key.scopes, key_id=key.id)
+
+
 async def authenticate(request: web.Request) -> Principal:
     """Resolve the caller, once per request. Raises 401 for anything unknown or expired."""
     cached = request.get("principal")
     if cached is not None:
         return cached
     secret = bearer(request)
-    svc = services_of(request)
-    if secret.startswith(TOKEN_PREFIX):
-        token = await svc.tokens.lookup(secret)
-        if token is None:
-            raise ApiError(401, "invalid_token", "unknown callback token")
-        if token.revoked:
-            raise ApiError(401, "token_revoked", "this callback token was revoked")
-        if token.expired:
-            raise ApiError(401, "token_expired", "this callback token has expired")
-        principal = Principal(
-            "callback_token", token.tenant_id, frozenset({CALLBACK_TOKEN_SCOPE}), token=token
-        )
-    elif secret.startswith((LIVE_PREFIX, TEST_PREFIX)):
-        key = await svc.tenants.lookup_key(secret)
-        if key is None:
-            raise ApiError(401, "invalid_api_key", "Invalid API key")
-        principal = Principal("api_key", key.tenant_id, key.scopes, key_id=key.id)
-    else:
-        raise ApiError(401, "invalid_api_key", "API key must start with yt_live_ or yt_test_")
+    redis_key = credential_key(secret)
+    principal = principal_from(secret, await services_of(request).redis.hgetall(redis_key))
     request["principal"] = principal
     return principal
 

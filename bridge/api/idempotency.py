@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bridge.api.errors import ApiError
-from bridge.api.ratelimit import RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS, RateLimited
+from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS, RateLimited
 from bridge.store import keys
 
 HEADER = "Idempotency-Key"
@@ -34,25 +34,37 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 # and we can put in a Redis key name without surprises.
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
-# KEYS[1] rate window (only when ARGV[4] == '1'); KEYS[2] idempotency hash (absent: no key)
+# The key's state for this request: claimed (now ours), wait (someone else's, in flight),
+# replay (done: status and body), or mismatch (used with another body).
+CLAIM_LUA = """
+local function claim(key, fp, owner, lease)
+  local cur = redis.call('HMGET', key, 'state', 'fp', 'status', 'body')
+  if not cur[1] then
+    redis.call('HSET', key, 'state', 'inflight', 'fp', fp, 'owner', owner)
+    redis.call('PEXPIRE', key, lease)
+    return {'claimed'}
+  end
+  if cur[2] ~= fp then return {'mismatch'} end
+  if cur[1] == 'done' then return {'replay', cur[3], cur[4]} end
+  return {'wait'}
+end
+"""
+
+# KEYS[1] rate window; KEYS[2] idempotency hash (absent: no key)
 # ARGV[1] limit, ARGV[2] window ms, ARGV[3] request id, ARGV[4] check the rate limit,
 # ARGV[5] fingerprint, ARGV[6] lease ms
 _GATE = (
     REPLICATE_EFFECTS_LUA
-    + "if ARGV[4] == '1' then\n"
+    + NOW_LUA
     + RATE_LIMIT_LUA
+    + CLAIM_LUA
     + """
+if ARGV[4] == '1' then
+  local wait = rate_limit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], now)
+  if wait then return {'limited', tostring(wait)} end
 end
 if #KEYS < 2 then return {'run'} end
-local cur = redis.call('HMGET', KEYS[2], 'state', 'fp', 'status', 'body')
-if not cur[1] then
-  redis.call('HSET', KEYS[2], 'state', 'inflight', 'fp', ARGV[5], 'owner', ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-  return {'claimed'}
-end
-if cur[2] ~= ARGV[5] then return {'mismatch'} end
-if cur[1] == 'done' then return {'replay', cur[3], cur[4]} end
-return {'wait'}
+return claim(KEYS[2], ARGV[5], ARGV[3], ARGV[6])
 """
 )
 
@@ -82,6 +94,23 @@ RUN = GateResult("run")
 CLAIMED = GateResult("claimed")
 WAIT = GateResult("wait")
 MISMATCH = GateResult("mismatch")
+
+
+def gate_result(reply: list[Any]) -> GateResult:
+    kind = reply[0]
+    if kind == "run":
+        return RUN
+    if kind == "claimed":
+        return CLAIMED
+    if kind == "wait":
+        return WAIT
+    if kind == "mismatch":
+        return MISMATCH
+    if kind == "replay":
+        return GateResult("replay", int(reply[1]), reply[2])
+    if kind == "limited":
+        return GateResult("limited", limited=RateLimited(int(float(reply[1]))))
+    raise ValueError(f"unexpected gate reply {kind!r}")
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -132,18 +161,7 @@ class IdempotencyStore:
             keys=redis_keys,
             args=[self.rate_limit, WINDOW_MS, request_id, "1" if check_rate else "0", fp, self.lease_ms],
         )
-        kind = reply[0]
-        if kind == "run":
-            return RUN
-        if kind == "claimed":
-            return CLAIMED
-        if kind == "wait":
-            return WAIT
-        if kind == "mismatch":
-            return MISMATCH
-        if kind == "replay":
-            return GateResult("replay", int(reply[1]), reply[2])
-        return GateResult("limited", limited=RateLimited(int(float(reply[1]))))
+        return gate_result(reply)
 
     async def store(self, call_id: str, key: str, owner: str, *, status: int, body: str, ttl_s: int) -> bool:
         result = await self._finish(

@@ -13,9 +13,11 @@ Order (docs/control-api.md explains each step):
 8. state machine: 409 `ai_session_terminated`
 9. the verb's handler
 
-Steps 5 and 7 are one Redis round trip (bridge.api.idempotency's gate script). The body is parsed
-and validated before that round trip, because it has no side effect, but a bad body is reported
-only after the rate limit has counted the request, so the order above is what a client sees.
+Redis round trips per verb: one before the handler (bridge.api.admission: the credential's and
+the session's hashes, the rate limit and the idempotency claim in one script), one after it to store
+the answer. The body is parsed and validated before that script, because that has no side effect,
+but a bad body is reported only after the credential has been judged and the rate limit has counted
+the request, so the order above is what a client sees.
 """
 
 from __future__ import annotations
@@ -25,17 +27,22 @@ import importlib
 import json
 import pkgutil
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
 from bridge.api import idempotency as idem
-from bridge.api.auth import Principal, authenticate
+from bridge.api.admission import Admitter
+from bridge.api.auth import Principal, bearer, credential_key, principal_from
 from bridge.api.errors import ApiError, error_body, read_json_object, validation_error
 from bridge.calls.sessions import Session, iso
+from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
+from bridge.store.redis import StoreUnavailable
 from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
 from bridge.verbs.models import VERB_ADAPTER
 
@@ -46,6 +53,10 @@ CONTROL_ADMIN_SCOPE = "ai_sessions:control_admin"
 _WAIT_FIRST_S = 0.002
 _WAIT_MAX_S = 0.05
 _NOT_VERB_MODULES = {"base", "models"}
+# The bound on one Redis exchange of the pipeline (the shared client's socket_timeout).
+_REDIS_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
 
 
 def load_verbs() -> None:
@@ -78,14 +89,18 @@ class ControlPipeline:
         # the slowest honest verb, so only a crashed owner ever loses its key to the lease.
         lease_s = settings.esl_command_timeout_s * 4 + 5
         self.wait_s = lease_s + 1
-        self.idem = idem.IdempotencyStore(svc.redis, rate_limit=self.rate_limit, lease_ms=int(lease_s * 1000))
+        self.redis = _client_without_write_timeouts(svc)
+        lease_ms = int(lease_s * 1000)
+        self.idem = idem.IdempotencyStore(self.redis, rate_limit=self.rate_limit, lease_ms=lease_ms)
+        self.admitter = Admitter(
+            self.redis, rate_limit=self.rate_limit, lease_ms=lease_ms, scope=CONTROL_ADMIN_SCOPE
+        )
 
     async def handle(self, request: web.Request) -> web.Response:
-        svc = self.svc
         call_id = request.match_info["call_id"]
         request_id: str = request["request_id"]
-        principal, session = await self._who_and_what(request, call_id)
-        self._check_reach(principal, session)
+        secret = bearer(request)
+        credential_at = credential_key(secret)  # 401 for a malformed credential, before any I/O
 
         # Parse now (no side effect), report after the rate limit has counted the request.
         spec: VerbSpec | None = None
@@ -107,7 +122,34 @@ class ControlPipeline:
         except ApiError as exc:
             problem, key = exc, None
 
-        gate = await self.idem.gate(call_id, request_id, key=key, fp=fp)
+        admission = await self._bounded(
+            self.admitter.admit(
+                credential_key=credential_at,
+                is_token=secret.startswith(TOKEN_PREFIX),
+                call_id=call_id,
+                request_id=request_id,
+                key=key,
+                fp=fp,
+            )
+        )
+        gate = admission.gate
+        try:
+            principal = principal_from(secret, admission.credential)
+            request["principal"] = principal
+            stored = admission.session
+            if not stored or "tenant_id" not in stored:
+                raise ApiError(404, "ai_session_not_found", f"no AI session {call_id}")
+            session = Session.from_hash(stored)
+            self._check_reach(principal, session)
+        except BaseException:
+            if gate.kind == "claimed" and key is not None:
+                await self._release(call_id, key, request_id)
+            raise
+        if gate.kind == "denied":
+            # The script's coarse check refused what auth.py accepts (a clock edge on expiry):
+            # auth.py is the judge, so admit the request the plain way.
+            gate = await self._bounded(self.idem.gate(call_id, request_id, key=key, fp=fp))
+
         if gate.limited is not None:
             raise gate.limited.error(self.rate_limit)
         if problem is not None:
@@ -125,23 +167,16 @@ class ControlPipeline:
             )
         if gate.kind != "claimed":
             key = None  # nothing was claimed: nothing to store or release
-        return await self._run(spec, cmd, VerbContext(svc, session, principal, request_id, key))
+        return await self._run(spec, cmd, VerbContext(self.svc, session, principal, request_id, key))
 
     # ------------------------------------------------------------ steps
 
-    async def _who_and_what(self, request: web.Request, call_id: str) -> tuple[Principal, Session]:
-        # Both reads in flight at once; the credential is still judged first, so an unauthenticated
-        # caller learns nothing about which calls exist.
-        session_read = asyncio.ensure_future(self.svc.sessions.get(call_id))
+    async def _bounded(self, awaitable: Awaitable[T]) -> T:
         try:
-            principal = await authenticate(request)
-        except BaseException:
-            session_read.cancel()
-            raise
-        session = await session_read
-        if session is None:
-            raise ApiError(404, "ai_session_not_found", f"no AI session {call_id}")
-        return principal, session
+            async with asyncio.timeout(_REDIS_TIMEOUT_S):
+                return await awaitable
+        except TimeoutError as exc:
+            raise StoreUnavailable("Redis did not answer in time") from exc
 
     @staticmethod
     def _check_reach(principal: Principal, session: Session) -> None:
@@ -188,7 +223,7 @@ class ControlPipeline:
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _WAIT_MAX_S)
-            gate = await self.idem.gate(call_id, request_id, key=key, fp=fp, check_rate=False)
+            gate = await self._bounded(self.idem.gate(call_id, request_id, key=key, fp=fp, check_rate=False))
             if gate.kind != "wait":
                 return gate
             if time.monotonic() > deadline:
@@ -229,7 +264,9 @@ class ControlPipeline:
                 text = _json(error_body(exc.code, exc.message, **exc.extra))
             if key is not None:
                 ttl = self.short_ttl_s if spec.idempotency == "action" else self.long_ttl_s
-                await self.idem.store(ctx.call_id, key, ctx.request_id, status=status, body=text, ttl_s=ttl)
+                await self._bounded(
+                    self.idem.store(ctx.call_id, key, ctx.request_id, status=status, body=text, ttl_s=ttl)
+                )
                 settled = True
             return _response(status, text, headers)
         finally:
@@ -240,6 +277,18 @@ class ControlPipeline:
 
     async def _release(self, call_id: str, key: str, owner: str) -> None:
         try:
-            await self.idem.release(call_id, key, owner)
+            await self._bounded(self.idem.release(call_id, key, owner))
         except Exception:
             log.exception("idempotency_release_failed", call_id=call_id)
+
+
+def _client_without_write_timeouts(svc: Services) -> aioredis.Redis:
+    """The pipeline's own connections to the same Redis, without socket_timeout: with it, redis-py
+    wraps every command's write in asyncio.wait_for, a task per command, which was the largest
+    single cost of a verb. Each exchange is bounded by one asyncio.timeout instead (`_bounded`)."""
+    shared = svc.redis.connection_pool
+    options = {**shared.connection_kwargs, "socket_timeout": None}
+    pool = aioredis.ConnectionPool(connection_class=shared.connection_class, **options)
+    client = aioredis.Redis(connection_pool=pool)
+    svc.on_close(pool.disconnect)
+    return client

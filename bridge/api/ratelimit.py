@@ -5,8 +5,8 @@ fixed per-second counter: a fixed window lets twice the limit through across a s
 and "10 req/s per call_id" should hold for any second. The clock is Redis's own `TIME`, so every
 bridge instance on that Redis counts against one window with one clock.
 
-The check is a Lua fragment so the idempotency claim (bridge.api.idempotency) can run in the same
-script: one round trip decides both.
+The check is a Lua function so the admission script (bridge.api.admission) runs it together with
+the credential check and the idempotency claim: one round trip decides all three.
 """
 
 from __future__ import annotations
@@ -19,24 +19,41 @@ import redis.asyncio as aioredis
 from bridge.api.errors import ApiError
 from bridge.store import keys
 
-# KEYS[1] the call's window; ARGV[1] limit, ARGV[2] window ms, ARGV[3] member (the request id).
-# Leaves `now` (ms) in scope; returns {'limited', <ms until a slot frees>} when over the limit.
-RATE_LIMIT_LUA = """
+# Lua building blocks, shared with the admission script (bridge.api.admission).
+# `now` in ms from Redis's clock: every instance agrees on it.
+NOW_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {'limited', tostring(tonumber(oldest[2]) + window - now)}
+"""
+
+# nil when the request fits (and is counted), else the ms until the oldest counted one leaves.
+RATE_LIMIT_LUA = """
+local function rate_limit(key, limit, window, member, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return tonumber(oldest[2]) + window - now
+  end
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, window)
+  return nil
 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
 """
 
 # Redis 6 needs effects replication for a script that writes after TIME; 7 always does it.
 REPLICATE_EFFECTS_LUA = "if redis.replicate_commands then redis.replicate_commands() end\n"
+
+# KEYS[1] the call's window; ARGV[1] limit, ARGV[2] window ms, ARGV[3] member (the request id).
+_HIT = (
+    REPLICATE_EFFECTS_LUA
+    + NOW_LUA
+    + RATE_LIMIT_LUA
+    + """
+local wait = rate_limit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], now)
+if wait then return {'limited', tostring(wait)} end
+return {'ok'}
+"""
+)
 
 WINDOW_MS = 1000
 
@@ -66,7 +83,7 @@ class RateLimiter:
 
     def __init__(self, redis: aioredis.Redis, limit: int) -> None:
         self.limit = limit
-        self._script = redis.register_script(REPLICATE_EFFECTS_LUA + RATE_LIMIT_LUA + "return {'ok'}\n")
+        self._script = redis.register_script(_HIT)
 
     async def hit(self, call_id: str, member: str) -> RateLimited | None:
         reply = await self._script(keys=[keys.rate_limit(call_id)], args=[self.limit, WINDOW_MS, member])

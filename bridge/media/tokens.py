@@ -32,6 +32,17 @@ class CallbackToken:
     def expired(self) -> bool:
         return time.time() >= self.expires_at
 
+    @classmethod
+    def from_hash(cls, token: str, raw: dict[str, str]) -> CallbackToken:
+        return cls(
+            token=token,
+            jti=raw["jti"],
+            call_id=raw["call_id"],
+            tenant_id=raw["tenant_id"],
+            expires_at=float(raw["expires_at"]),
+            revoked=raw.get("revoked") == "1",
+        )
+
 
 class TokenStore:
     def __init__(self, redis: aioredis.Redis) -> None:
@@ -65,14 +76,7 @@ class TokenStore:
         raw = await self.redis.hgetall(keys.callback_token(hash_secret(token)))
         if not raw:
             return None
-        return CallbackToken(
-            token=token,
-            jti=raw["jti"],
-            call_id=raw["call_id"],
-            tenant_id=raw["tenant_id"],
-            expires_at=float(raw["expires_at"]),
-            revoked=raw.get("revoked") == "1",
-        )
+        return CallbackToken.from_hash(token, raw)
 
     async def revoke(self, token: str) -> CallbackToken | None:
         found = await self.lookup(token)

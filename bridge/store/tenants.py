@@ -49,6 +49,16 @@ class ApiKey:
     prefix: str
     created_at: float
 
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> ApiKey:
+        return cls(
+            id=raw["id"],
+            tenant_id=raw["tenant_id"],
+            scopes=frozenset(json.loads(raw.get("scopes", "[]"))),
+            prefix=raw.get("prefix", ""),
+            created_at=float(raw.get("created_at", 0)),
+        )
+
 
 class TenantStore:
     def __init__(self, redis: aioredis.Redis) -> None:
@@ -119,10 +129,4 @@ class TenantStore:
         raw = await self.redis.hgetall(keys.api_key(hash_secret(clear)))
         if not raw or raw.get("revoked") == "1":
             return None
-        return ApiKey(
-            id=raw["id"],
-            tenant_id=raw["tenant_id"],
-            scopes=frozenset(json.loads(raw.get("scopes", "[]"))),
-            prefix=raw.get("prefix", ""),
-            created_at=float(raw.get("created_at", 0)),
-        )
+        return ApiKey.from_hash(raw)
