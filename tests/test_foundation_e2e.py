@@ -159,6 +159,7 @@ async def test_session_whose_channel_vanished_during_an_esl_outage_is_ended(sand
     client = sdk(sandbox)
     agent = await in_thread(client.voice_agents.create, name="bot", ws_url=agent_server.url)
     call_id = (await place_call(sandbox, voice_agent_id=agent.id))["call_id"]
+    await agent_server.metadata(call_id)  # call set-up (record, fork) has finished
     svc = sandbox.runtime.services
 
     await sandbox.sim.drop_connections()
@@ -169,9 +170,15 @@ async def test_session_whose_channel_vanished_during_an_esl_outage_is_ended(sand
         return session is not None and session.terminal
 
     await wait_until(ended, timeout=10)
-    assert svc.esl.connected
+    session = await svc.sessions.get(call_id)
+    assert session.outcome == "hangup"  # ended by the resync, not by a failed set-up
+    await wait_until(lambda: _is(svc.esl.connected), timeout=10)
     assert await svc.voice_agents.active_calls(agent.id) == set()
-    assert "call.ended" in await event_types(sandbox, call_id)
+
+    async def call_ended() -> bool:
+        return "call.ended" in await event_types(sandbox, call_id)
+
+    await wait_until(call_ended)
 
 
 async def test_api_key_scopes_are_enforced(sandbox, agent_server):
@@ -215,3 +222,7 @@ async def test_switch_outage_is_a_503_for_a_new_call(sandbox, agent_server):
 
 async def _not(value: bool) -> bool:
     return not value
+
+
+async def _is(value: bool) -> bool:
+    return value
