@@ -25,6 +25,8 @@ import redis.asyncio as aioredis
 from bridge.api.idempotency import CLAIM_LUA, GateResult, gate_result
 from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS
 from bridge.store import keys
+from bridge.store.lua import LuaScript
+from bridge.store.resp import RespClient
 
 # KEYS[1] credential hash, KEYS[2] session hash, KEYS[3] rate window, KEYS[4] idempotency hash (opt.)
 # ARGV[1] 'token' | 'key', ARGV[2] call_id, ARGV[3] scope a key needs, ARGV[4] limit,
@@ -71,11 +73,13 @@ class Admission:
 
 
 class Admitter:
-    def __init__(self, redis: aioredis.Redis, *, rate_limit: int, lease_ms: int, scope: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis | RespClient, *, rate_limit: int, lease_ms: int, scope: str
+    ) -> None:
         self.rate_limit = rate_limit
         self.lease_ms = lease_ms
         self.scope = scope
-        self._script = redis.register_script(_ADMIT)
+        self._script = LuaScript(redis, _ADMIT)
 
     async def admit(
         self,

@@ -43,6 +43,7 @@ from bridge.calls.sessions import Session, iso
 from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
 from bridge.store.redis import StoreUnavailable
+from bridge.store.resp import RespClient
 from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
 from bridge.verbs.models import VERB_ADAPTER
 
@@ -89,7 +90,12 @@ class ControlPipeline:
         # the slowest honest verb, so only a crashed owner ever loses its key to the lease.
         lease_s = settings.esl_command_timeout_s * 4 + 5
         self.wait_s = lease_s + 1
-        self.redis = _client_without_write_timeouts(svc)
+        resp = RespClient.for_redis(svc.redis)
+        if resp is not None:
+            svc.on_close(resp.close)
+        self.redis: aioredis.Redis | RespClient = resp or svc.redis
+        self._stores: set[asyncio.Task[None]] = set()
+        svc.on_close(self.drain)  # closers run newest first: before the client closes
         lease_ms = int(lease_s * 1000)
         self.idem = idem.IdempotencyStore(self.redis, rate_limit=self.rate_limit, lease_ms=lease_ms)
         self.admitter = Admitter(
@@ -205,7 +211,8 @@ class ControlPipeline:
                     item["loc"] = ["event"]
                     error.message = f"event: {item['msg']}"
             raise error from exc
-        if getattr(cmd, "tts_text", None) is not None:
+        # Through model_fields: pydantic's __getattr__ on a model without the field is slow.
+        if "tts_text" in type(cmd).model_fields and cmd.tts_text is not None:
             raise ApiError(
                 422,
                 "tts_not_supported",
@@ -264,9 +271,7 @@ class ControlPipeline:
                 text = _json(error_body(exc.code, exc.message, **exc.extra))
             if key is not None:
                 ttl = self.short_ttl_s if spec.idempotency == "action" else self.long_ttl_s
-                await self._bounded(
-                    self.idem.store(ctx.call_id, key, ctx.request_id, status=status, body=text, ttl_s=ttl)
-                )
+                self._store_later(ctx.call_id, key, ctx.request_id, status, text, ttl)
                 settled = True
             return _response(status, text, headers)
         finally:
@@ -275,20 +280,28 @@ class ControlPipeline:
                 # Shielded: a cancelled request must still let go of its key.
                 await asyncio.shield(self._release(ctx.call_id, key, ctx.request_id))
 
+    def _store_later(self, call_id: str, key: str, owner: str, status: int, text: str, ttl_s: int) -> None:
+        """Store the answer while aiohttp sends it: one Redis round trip off the verb's latency. The
+        claim stays in place until the store lands, so a duplicate arriving in between waits for
+        it and is answered with the replay, exactly as if the store had come first."""
+        task = asyncio.get_running_loop().create_task(self._store(call_id, key, owner, status, text, ttl_s))
+        self._stores.add(task)
+        task.add_done_callback(self._stores.discard)
+
+    async def _store(self, call_id: str, key: str, owner: str, status: int, text: str, ttl_s: int) -> None:
+        try:
+            await self._bounded(self.idem.store(call_id, key, owner, status=status, body=text, ttl_s=ttl_s))
+        except Exception:
+            # The claim then lapses with its lease, and a retry after that runs the verb again.
+            log.exception("idempotency_store_failed", call_id=call_id)
+
+    async def drain(self) -> None:
+        """Shutdown: let answers being stored reach Redis."""
+        if self._stores:
+            await asyncio.wait(set(self._stores), timeout=_REDIS_TIMEOUT_S)
+
     async def _release(self, call_id: str, key: str, owner: str) -> None:
         try:
             await self._bounded(self.idem.release(call_id, key, owner))
         except Exception:
             log.exception("idempotency_release_failed", call_id=call_id)
-
-
-def _client_without_write_timeouts(svc: Services) -> aioredis.Redis:
-    """The pipeline's own connections to the same Redis, without socket_timeout: with it, redis-py
-    wraps every command's write in asyncio.wait_for, a task per command, which was the largest
-    single cost of a verb. Each exchange is bounded by one asyncio.timeout instead (`_bounded`)."""
-    shared = svc.redis.connection_pool
-    options = {**shared.connection_kwargs, "socket_timeout": None}
-    pool = aioredis.ConnectionPool(connection_class=shared.connection_class, **options)
-    client = aioredis.Redis(connection_pool=pool)
-    svc.on_close(pool.disconnect)
-    return client
