@@ -16,7 +16,7 @@ from bridge.store.resp import RespClient, _Incomplete, pack, parse
 
 
 def test_pack_and_parse():
-    assert pack(("SET", "k", 1, b"\x00")) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$1\r\n\x00\r\n"
+    assert pack(("SET", "k", 1, "é")) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$2\r\n\xc3\xa9\r\n"
     reply = b"*4\r\n$2\r\nok\r\n$-1\r\n:42\r\n*1\r\n+PONG\r\n"
     assert parse(reply, 0) == (["ok", None, 42, ["PONG"]], len(reply))
     error, _ = parse(b"-NOSCRIPT No matching script\r\n", 0)
@@ -101,3 +101,19 @@ def test_tls_is_left_to_redis_py():
     assert RespClient.for_redis(aioredis.Redis.from_url("rediss://example.com:6380/0")) is None
     tcp = RespClient.for_redis(aioredis.Redis.from_url("redis://:pw@example.com:6390/2"))
     assert tcp is not None and (tcp.host, tcp.port, tcp.db, tcp.password) == ("example.com", 6390, 2, "pw")
+
+
+async def test_an_overdue_reply_drops_the_connection(redis: aioredis.Redis):
+    base = RespClient.for_redis(redis)
+    assert base is not None
+    client = RespClient(path=base.path, reply_timeout=0.3)
+    try:
+        stuck = asyncio.ensure_future(client.execute("BLPOP", "never", 5))
+        queued = asyncio.ensure_future(client.execute("PING"))  # behind the stuck reply
+        with pytest.raises(RedisConnectionError, match="did not answer"):
+            await asyncio.wait_for(stuck, 2)
+        with pytest.raises(RedisConnectionError):
+            await queued
+        assert await client.execute("PING") == "PONG"
+    finally:
+        await client.close()

@@ -94,6 +94,8 @@ class ControlPipeline:
         if resp is not None:
             svc.on_close(resp.close)
         self.redis: aioredis.Redis | RespClient = resp or svc.redis
+        # RespClient times replies out itself (one watchdog, not a timer per call).
+        self._client_bounds_itself = resp is not None
         self._stores: set[asyncio.Task[None]] = set()
         svc.on_close(self.drain)  # closers run newest first: before the client closes
         lease_ms = int(lease_s * 1000)
@@ -178,6 +180,8 @@ class ControlPipeline:
     # ------------------------------------------------------------ steps
 
     async def _bounded(self, awaitable: Awaitable[T]) -> T:
+        if self._client_bounds_itself:
+            return await awaitable
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S):
                 return await awaitable

@@ -3,7 +3,7 @@
 Why not redis-py here: a control verb is two Redis round trips, and profiling showed redis-py's
 per-command machinery (connection pool, retry wrapper, per-argument encoding, a coroutine per
 reply element) costing more CPU than the script and the syscalls together. This client keeps one
-connection, sends the commands issued in one loop iteration with one write, and parses whole
+connection, sends the commands issued in one loop iteration with at most two writes, and parses whole
 replies from a buffer in one pass: concurrent requests share the socket (replies come back in
 order, so a FIFO of futures matches them) and a burst of replies costs one read.
 
@@ -35,11 +35,14 @@ class _Incomplete(Exception):
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+    """A command as a RESP array of bulk strings (arguments are str or int)."""
+    parts = [f"*{len(args)}\r\n"]
     for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+        text = arg if isinstance(arg, str) else str(arg)
+        # Lengths are in bytes; formatting text and encoding once is cheaper than bytes formatting.
+        size = len(text) if text.isascii() else len(text.encode())
+        parts.append(f"${size}\r\n{text}\r\n")
+    return "".join(parts).encode()
 
 
 def parse(buf: bytes | bytearray, pos: int) -> tuple[Any, int]:
@@ -87,13 +90,17 @@ class RespClient:
         password: str | None = None,
         db: int = 0,
         connect_timeout: float = 2.0,
+        reply_timeout: float = 5.0,
     ) -> None:
         self.path, self.host, self.port = path, host, port
         self.username, self.password, self.db = username, password, db
         self.connect_timeout = connect_timeout
+        self.reply_timeout = reply_timeout
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._watchdog: asyncio.Task[None] | None = None
+        # (future, loop time it was sent): replies arrive in this order.
+        self._pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._connect_lock = asyncio.Lock()
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -118,6 +125,7 @@ class RespClient:
             password=opts.get("password"),
             db=int(opts.get("db") or 0),
             connect_timeout=float(opts.get("socket_connect_timeout") or 2.0),
+            reply_timeout=float(opts.get("socket_timeout") or 5.0),
         )
 
     async def execute(self, *args: Any) -> Any:
@@ -126,10 +134,13 @@ class RespClient:
             raise RedisConnectionError("Redis is not reading: write buffer full")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(future)
-        self._out.append(pack(args))
-        if not self._flush_scheduled:
-            # Commands issued in the same loop iteration (concurrent requests) leave in one write.
+        self._pending.append((future, loop.time()))
+        if self._flush_scheduled:
+            self._out.append(pack(args))
+        else:
+            # The first command of a loop iteration leaves at once; the ones other requests issue
+            # in the same iteration follow together in one write at its end.
+            writer.write(pack(args))
             self._flush_scheduled = True
             loop.call_soon(self._flush, writer)
         reply = await future
@@ -145,6 +156,8 @@ class RespClient:
 
     async def close(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._drop(RedisConnectionError("client closed"))
 
     # ------------------------------------------------------------ connection
@@ -165,8 +178,21 @@ class RespClient:
             except (OSError, TimeoutError) as exc:
                 raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
             self._writer = writer
-            self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
+            loop = asyncio.get_running_loop()
+            self._reader_task = loop.create_task(self._read(reader, writer))
+            if self._watchdog is None or self._watchdog.done():
+                self._watchdog = loop.create_task(self._watch())
             return writer
+
+    async def _watch(self) -> None:
+        """One timer for all calls instead of one per call: replies come in order, so if the oldest
+        is overdue, Redis is stuck (or gone) for every caller, and the connection is dropped."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(min(1.0, self.reply_timeout / 4))
+            if self._pending and loop.time() - self._pending[0][1] > self.reply_timeout:
+                log.warning("resp_reply_timeout", pending=len(self._pending), timeout_s=self.reply_timeout)
+                self._drop(RedisConnectionError(f"Redis did not answer within {self.reply_timeout:g} s"))
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         commands: list[tuple[Any, ...]] = []
@@ -210,7 +236,7 @@ class RespClient:
                         break
                     if not self._pending:
                         raise RedisConnectionError("a reply nobody asked for")
-                    future = self._pending.popleft()
+                    future = self._pending.popleft()[0]
                     if not future.done():  # a caller that timed out leaves its slot behind
                         future.set_result(reply)
                 del buf[:pos]
@@ -231,6 +257,6 @@ class RespClient:
             task.cancel()
         self._out = []
         pending, self._pending = self._pending, collections.deque()
-        for future in pending:
+        for future, _sent in pending:
             if not future.done():
                 future.set_exception(error)
