@@ -191,3 +191,18 @@ async def test_a_replay_still_needs_a_valid_credential(sandbox, agent_server: Ag
     await control(sandbox, call.call_id, {"event": "hold"}, auth=call.token, idempotency_key="mine")
     stolen = await control(sandbox, call.call_id, {"event": "hold"}, auth=other.token, idempotency_key="mine")
     assert (stolen.status, stolen.code) == (403, "token_call_mismatch")
+
+
+async def test_python_is_the_judge_when_the_admission_script_disagrees(sandbox, agent_server: AgentServer):
+    # Make the script's coarse check refuse every tenant key: auth.py still accepts the admin key,
+    # so the request goes through the plain rate-limit-and-claim script and behaves the same.
+    from bridge.api.routes.control import PIPELINE_KEY
+
+    pipeline = sandbox.runtime._runner.app[PIPELINE_KEY]
+    pipeline.admitter.scope = "nobody:has_this"
+    call = await start_call(sandbox, agent_server)
+    first = await control(sandbox, call.call_id, {"event": "hold"}, idempotency_key="fallback")
+    again = await control(sandbox, call.call_id, {"event": "hold"}, idempotency_key="fallback")
+    assert first.status == again.status == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(commands(sandbox, call.call_id, "uuid_hold")) == 1

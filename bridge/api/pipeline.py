@@ -15,9 +15,10 @@ Order (docs/control-api.md explains each step):
 
 Redis round trips per verb: one before the handler (bridge.api.admission: the credential's and
 the session's hashes, the rate limit and the idempotency claim in one script), one after it to store
-the answer. The body is parsed and validated before that script, because that has no side effect,
-but a bad body is reported only after the credential has been judged and the rate limit has counted
-the request, so the order above is what a client sees.
+the answer, sent while the answer goes out. The body is parsed and validated before that script,
+because that has no side effect, but a bad body is reported only after the credential has been
+judged and the rate limit has counted the request, so the order above is what a client sees. Both
+scripts go through bridge.store.resp.RespClient (see there for why not redis-py on this path).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ CONTROL_ADMIN_SCOPE = "ai_sessions:control_admin"
 _WAIT_FIRST_S = 0.002
 _WAIT_MAX_S = 0.05
 _NOT_VERB_MODULES = {"base", "models"}
-# The bound on one Redis exchange of the pipeline (the shared client's socket_timeout).
+# The bound on one Redis exchange when the pipeline falls back to redis-py (TLS): its socket_timeout.
 _REDIS_TIMEOUT_S = 5.0
 
 T = TypeVar("T")
@@ -273,6 +274,7 @@ class ControlPipeline:
                     raise
                 status, headers = exc.status, exc.headers or None
                 text = _json(error_body(exc.code, exc.message, **exc.extra))
+            log.debug("control_verb", call_id=ctx.call_id, verb=spec.name, status=status)
             if key is not None:
                 ttl = self.short_ttl_s if spec.idempotency == "action" else self.long_ttl_s
                 self._store_later(ctx.call_id, key, ctx.request_id, status, text, ttl)
