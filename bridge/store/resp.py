@@ -117,8 +117,8 @@ class RespClient:
             where = {"host": opts.get("host", "127.0.0.1"), "port": int(opts.get("port", 6379))}
         else:
             return None  # TLS and anything custom
-        if opts.get("protocol") not in (None, 2, "2", 3, "3") or opts.get("credential_provider"):
-            return None
+        if opts.get("credential_provider"):
+            return None  # credentials we cannot read up front
         return cls(
             **where,
             username=opts.get("username"),
