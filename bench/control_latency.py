@@ -1,14 +1,18 @@
 """Control-endpoint latency and throughput against an in-process sandbox (`make bench`).
 
-One process runs the bridge, the switch simulator (real ESL over TCP) and the load client; Redis is
-the embedded redis-server (a child process on a unix socket). Three phases:
+One process runs the bridge and the switch simulator (real ESL over TCP), and the load client unless
+said otherwise; Redis is the embedded redis-server (a child process on a unix socket). Three phases:
 
 1. raw ESL: `EslClient.api("uuid_exists <uuid>")` one at a time: the floor any verb stands on.
 2. verb latency: `send_dtmf` with a fresh Idempotency-Key and the call's callback token, one
    request at a time, over keep-alive HTTP. Every pipeline step runs: auth, tenant fence, the rate
    limit at its production value (10/s per call: requests go round-robin over enough calls to stay
    under it), validation, the idempotency claim and the stored answer, the ESL command.
-3. throughput: the same verb from many concurrent connections for a few seconds.
+3. throughput: the same verb from many concurrent connections for a few seconds, on a second
+   sandbox whose rate limit is raised (so 32 calls can take thousands of verbs a second; the
+   script still runs every check). Measured twice: with the load client in a child process (the
+   bridge's process then does only the bridge's and the simulator's work, as behind a load
+   balancer), and with the load client in the bridge's own process.
 
 The load client is a minimal HTTP/1.1 writer/reader, so the figures are the bridge's cost and not a
 client library's. The simulator's audio forks send one frame a second instead of fifty: in

@@ -1,9 +1,10 @@
-"""Idempotency-Key for control verbs, scoped per call_id, plus the rate limit in the same round trip.
+"""Idempotency-Key for control verbs, scoped per call_id.
 
 A key goes through two states in one Redis hash (`keys.idempotency(call_id, key)`):
 
 - `inflight`: claimed by one request (its request id is the `owner`) under a lease, so a crashed
-  bridge cannot wedge the key. Claiming is atomic inside the gate script, so of two concurrent
+  bridge cannot wedge the key. Claiming is atomic inside a Lua script (the admission script in
+  bridge.api.admission, or the gate script here, both after the rate limit), so of two concurrent
   requests with one key exactly one runs the verb; the other polls until the owner finishes and
   replays its answer.
 - `done`: the final status and body, kept for the verb class's window (24 h, or 60 s for
