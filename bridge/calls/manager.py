@@ -23,6 +23,7 @@ from bridge.store import keys
 from bridge.store.crm import CampaignStore, LeadStore
 
 if TYPE_CHECKING:
+    from bridge.media.tokens import CallbackToken
     from bridge.services import Services
 
 log = structlog.get_logger(__name__)
@@ -247,26 +248,20 @@ class CallManager:
         )
         return True
 
-    async def connect_ai(self, call_id: str, agent: VoiceAgent) -> None:
-        """Start the stereo recording and open the audio fork to the agent's WebSocket."""
-        session = await self.svc.sessions.get(call_id)
-        if session is None:
-            return
-        settings = self.settings
-        ttl = (
-            settings.ws_session_token_ttl_s if agent.token_lifetime == "ws_session" else settings.token_ttl_s
-        )
-        token = await self.svc.tokens.mint(call_id=call_id, tenant_id=session.tenant_id, ttl_s=ttl)
-        path = f"{settings.recordings_dir.rstrip('/')}/{call_id}.wav"
-        await self.svc.switch.record_start(call_id, path)
-        await self.svc.sessions.update(call_id, recording_path=path, recording_state="recording")
-        await self.svc.switch.setvar(call_id, "mod_audio_fork_subprotocol", agent.subprotocol)
-        if agent.auth_token:
-            await self.svc.switch.setvar(call_id, "mod_audio_fork_auth_token", agent.auth_token)
+    def token_ttl_s(self, agent: VoiceAgent) -> int:
+        if agent.token_lifetime == "ws_session":
+            return self.settings.ws_session_token_ttl_s
+        return self.settings.token_ttl_s
+
+    async def metadata_frame(
+        self, session: Session, agent: VoiceAgent, token: CallbackToken, **extra: Any
+    ) -> dict[str, Any]:
+        """The first text frame of every fork the AI gets for this call (`extra` says why a later
+        fork was opened, e.g. resumed, conference_id)."""
         lead = await self.leads.get(session.lead_id, session.tenant_id) if session.lead_id else None
-        metadata = {
+        return {
             "type": "metadata",
-            "call_id": call_id,
+            "call_id": session.call_id,
             "tenant_id": session.tenant_id,
             "voice_agent_id": agent.id,
             "callback_token": token.token,
@@ -278,7 +273,25 @@ class CallManager:
             "lead_id": session.lead_id,
             "lead_metadata": (lead or {}).get("metadata", {}),
             "audio_format": agent.audio_format,
+            **extra,
         }
+
+    async def connect_ai(self, call_id: str, agent: VoiceAgent) -> None:
+        """Start the stereo recording and open the audio fork to the agent's WebSocket."""
+        session = await self.svc.sessions.get(call_id)
+        if session is None:
+            return
+        settings = self.settings
+        token = await self.svc.tokens.mint(
+            call_id=call_id, tenant_id=session.tenant_id, ttl_s=self.token_ttl_s(agent)
+        )
+        path = f"{settings.recordings_dir.rstrip('/')}/{call_id}.wav"
+        await self.svc.switch.record_start(call_id, path)
+        await self.svc.sessions.update(call_id, recording_path=path, recording_state="recording")
+        await self.svc.switch.setvar(call_id, "mod_audio_fork_subprotocol", agent.subprotocol)
+        if agent.auth_token:
+            await self.svc.switch.setvar(call_id, "mod_audio_fork_auth_token", agent.auth_token)
+        metadata = await self.metadata_frame(session, agent, token)
         await self.svc.switch.fork_start(
             call_id,
             agent.ws_url,

@@ -14,7 +14,7 @@ import structlog
 
 from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.calls.manager import FORK_BUGNAME
-from bridge.calls.sessions import Session, iso
+from bridge.calls.sessions import Session
 from bridge.config import Settings
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import append_log, audit, now_iso, require_answered, terminated
@@ -127,28 +127,10 @@ async def _reopen_fork(ctx: VerbContext) -> None:
         agent = await svc.voice_agents.get(session.voice_agent_id or "")
         if agent is None:
             return
-        settings = svc.settings
-        ttl = (
-            settings.ws_session_token_ttl_s if agent.token_lifetime == "ws_session" else settings.token_ttl_s
+        token = await svc.tokens.mint(
+            call_id=call_id, tenant_id=session.tenant_id, ttl_s=svc.calls.token_ttl_s(agent)
         )
-        token = await svc.tokens.mint(call_id=call_id, tenant_id=session.tenant_id, ttl_s=ttl)
-        lead = await svc.calls.leads.get(session.lead_id, session.tenant_id) if session.lead_id else None
-        metadata = {
-            "type": "metadata",
-            "call_id": call_id,
-            "tenant_id": session.tenant_id,
-            "voice_agent_id": agent.id,
-            "callback_token": token.token,
-            "token_expires_at": iso(token.expires_at),
-            "from": session.from_,
-            "to": session.to,
-            "direction": session.direction,
-            "campaign_id": session.campaign_id,
-            "lead_id": session.lead_id,
-            "lead_metadata": (lead or {}).get("metadata", {}),
-            "audio_format": agent.audio_format,
-            "resumed": True,
-        }
+        metadata = await svc.calls.metadata_frame(session, agent, token, resumed=True)
         await svc.switch.fork_start(
             call_id,
             agent.ws_url,

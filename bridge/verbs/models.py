@@ -59,17 +59,6 @@ Digits = Annotated[str, AfterValidator(_digits)]
 PlainName = Annotated[str, AfterValidator(_name)]
 Metadata = dict[str, Any]
 
-LEAD_STATUSES = (
-    "pending",
-    "dialing",
-    "connected",
-    "busy",
-    "no_answer",
-    "failed",
-    "dnd",
-    "completed",
-    "callback",
-)
 
 
 class _Verb(BaseModel):
