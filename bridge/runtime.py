@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from bridge.api.app import create_app
+from bridge.calls.conferences import ConferenceStore
 from bridge.calls.manager import CallManager
 from bridge.calls.sessions import SessionStore
 from bridge.calls.switch import Switch
@@ -59,6 +60,7 @@ class BridgeRuntime:
         self.services = svc
         svc.sessions = SessionStore(redis)
         svc.voice_agents = VoiceAgentStore(redis)
+        svc.conferences = ConferenceStore(redis)
         esl = EslClient.from_url(settings.esl_url, command_timeout=settings.esl_command_timeout_s)
         svc.esl = esl
         svc.switch = Switch(esl, command_timeout=settings.esl_command_timeout_s)

@@ -21,6 +21,7 @@ from bridge.store.tenants import TenantStore
 from bridge.webhooks.outbox import Outbox
 
 if TYPE_CHECKING:
+    from bridge.calls.conferences import ConferenceStore
     from bridge.calls.manager import CallManager
     from bridge.calls.sessions import SessionStore
     from bridge.calls.switch import Switch
@@ -48,6 +49,7 @@ class Services:
         self.voice_agents: VoiceAgentStore = None  # type: ignore[assignment]
         self.switch: Switch = None  # type: ignore[assignment]
         self.calls: CallManager = None  # type: ignore[assignment]
+        self.conferences: ConferenceStore = None  # type: ignore[assignment]
         self.webhooks: WebhookService | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: list[Callable[[], Awaitable[None]]] = []

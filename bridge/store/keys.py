@@ -229,6 +229,7 @@ def callback_idempotency(call_id: str, key: str) -> str:
 # ---------------------------------------------------------------- conferences and supervision
 # conference:{conf_id}        hash   conference state (call_id, name, ...)
 # conference:{conf_id}:members hash  member_id -> JSON participant
+# conference:ai_leg:{uuid}    string conference id whose AI leg is that channel     conference TTL
 # escalation:{id}             hash   escalation (call_id, tenant_id, reason, urgency, claimed_by, ...)
 # tenant:{tid}:escalations    zset   open escalation ids by created_at
 # monitor:{call_id}           hash   target_call_id -> JSON relationship (mode, ...)
@@ -240,6 +241,10 @@ def conference(conf_id: str) -> str:
 
 def conference_members(conf_id: str) -> str:
     return f"{PREFIX}conference:{conf_id}:members"
+
+
+def conference_ai_leg(channel_uuid: str) -> str:
+    return f"{PREFIX}conference:ai_leg:{channel_uuid}"
 
 
 def escalation(esc_id: str) -> str:
