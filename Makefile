@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/bridge sandbox $(ARGS)
 
-test: $(STAMP)
+# The console's browser test uses Debian's chromium; Playwright never downloads a browser here.
+CHROMIUM := /usr/bin/chromium
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else \
+	    echo "$(CHROMIUM) missing and not root: the browser test will be skipped (apt-get install chromium)"; \
+	  fi; \
+	fi
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check bridge tests $(wildcard bench)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
