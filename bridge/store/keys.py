@@ -257,3 +257,43 @@ def tenant_escalations(tenant_id: str) -> str:
 
 def monitors(call_id: str) -> str:
     return f"{PREFIX}monitor:{call_id}"
+
+
+# ---------------------------------------------------------------- supervisors and escalations
+# session:{call_id}:escalation       string the call's pending escalation id (one at a time)     TTL SESSION_TTL_S
+# supervisor:{tid}:{sid}             hash   supervisor_id, tenant_id, name, contact, first_seen, last_seen
+#                                           (the profile outlives the socket, so conference_add can tell
+#                                           "unknown" from "off duty")                             no TTL
+# supervisor:{tid}:{sid}:conns       zset   connection ids (instance:ULID) of open sockets, scored by
+#                                           lease expiry (ms); heartbeats renew, a dead instance's lapse
+# supervisor:{tid}:{sid}:duty        zset   the same, only the connections that are on duty
+# tenant:{tid}:supervisors           set    supervisor ids
+# tenant:{tid}:escalations (above)   zset   every escalation id by created_at (ms), trimmed to ESCALATIONS_KEPT
+# supervision                        pub/sub channel: {"tenant_id", "type", "escalation"} for every instance
+
+ESCALATIONS_KEPT = 1000
+SUPERVISOR_LEASE_S = 45
+
+
+def call_escalation(call_id: str) -> str:
+    return f"{PREFIX}session:{call_id}:escalation"
+
+
+def supervisor(tenant_id: str, supervisor_id: str) -> str:
+    return f"{PREFIX}supervisor:{tenant_id}:{supervisor_id}"
+
+
+def supervisor_conns(tenant_id: str, supervisor_id: str) -> str:
+    return f"{PREFIX}supervisor:{tenant_id}:{supervisor_id}:conns"
+
+
+def supervisor_duty(tenant_id: str, supervisor_id: str) -> str:
+    return f"{PREFIX}supervisor:{tenant_id}:{supervisor_id}:duty"
+
+
+def tenant_supervisors(tenant_id: str) -> str:
+    return f"{PREFIX}tenant:{tenant_id}:supervisors"
+
+
+def supervision_channel() -> str:
+    return f"{PREFIX}supervision"
