@@ -69,6 +69,11 @@ class Settings:
     sip_profile: str = "lab"
     callcenter_domain: str = "default"
     conference_profile: str = "default"
+    # Where the -b side of the AI's conference leg (loopback/<exten>/<context>) parks.
+    conference_ai_exten: str = "bridge_ai_leg"
+    conference_ai_context: str = "lab"
+    # The directory domain for conference_add(participant_type="agent") without `@domain`.
+    directory_domain: str = "127.0.0.1"
     default_queue: str = "support"
     fork_subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
     esl_command_timeout_s: float = 10.0
@@ -111,6 +116,9 @@ class Settings:
             sip_profile=_env("BRIDGE_SIP_PROFILE", d.sip_profile),
             callcenter_domain=_env("BRIDGE_CALLCENTER_DOMAIN", d.callcenter_domain),
             conference_profile=_env("BRIDGE_CONFERENCE_PROFILE", d.conference_profile),
+            conference_ai_exten=_env("BRIDGE_CONFERENCE_AI_EXTEN", d.conference_ai_exten),
+            conference_ai_context=_env("BRIDGE_CONFERENCE_AI_CONTEXT", d.conference_ai_context),
+            directory_domain=_env("BRIDGE_DIRECTORY_DOMAIN", d.directory_domain),
             default_queue=_env("BRIDGE_DEFAULT_QUEUE", d.default_queue),
             fork_subprotocols=tuple(
                 s.strip()

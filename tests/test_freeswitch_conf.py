@@ -51,3 +51,31 @@ def test_gateway_profile_queue_and_conference_names_match_the_defaults():
     assert f"{settings.default_queue}@{settings.callcenter_domain}" in queues
     profiles = [p.get("name") for p in _parse("autoload_configs/conference.conf.xml").iter("profile")]
     assert settings.conference_profile in profiles
+
+
+def test_ai_conference_leg_parks_answered_without_tenant_and_the_simulator_agrees():
+    from bridge.sim.dialplan import lookup
+
+    settings = Settings()
+    root = _parse("dialplan/lab.xml")
+    context = next(c for c in root.iter("context") if c.get("name") == settings.conference_ai_context)
+    leg = next(e for e in context.iter("extension") if e.get("name") == "bridge-ai-leg")
+    cond = leg.find("condition")
+    assert cond is not None and cond.get("field") == "destination_number"
+    assert cond.get("expression") == f"^{settings.conference_ai_exten}$"
+    actions = [(a.get("application"), a.get("data") or "") for a in leg.iter("action")]
+    assert actions == [("answer", ""), ("park", "")]  # no bridge_tenant_id: not a new AI call
+    assert lookup(settings.conference_ai_exten, "XML", settings.conference_ai_context) == actions
+
+
+def test_conference_profile_sends_member_variables_as_the_simulator_does():
+    from bridge.sim.conference import PROFILES
+
+    for profile in _parse("autoload_configs/conference.conf.xml").iter("profile"):
+        params = {p.get("name"): p.get("value") for p in profile.iter("param")}
+        assert PROFILES[profile.get("name")]["verbose-events"] == params["verbose-events"] == "true"
+
+
+def test_directory_domain_is_the_switch_domain():
+    vars_xml = (CONF / "vars.xml").read_text()
+    assert f'data="domain={Settings().directory_domain}"' in vars_xml

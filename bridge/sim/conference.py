@@ -16,13 +16,20 @@ import structlog
 
 from bridge.sim.arguments import parse_conference_target, parse_var_block, separate_string
 from bridge.sim.channels import Channel, new_uuid
-from bridge.sim.events import CONFERENCE_CALLING, Headers, SimEvent, channel_basic
+from bridge.sim.events import CONFERENCE_CALLING, Headers, SimEvent, channel_basic, channel_data
 
 if TYPE_CHECKING:
     from bridge.sim.core import SwitchCore
 
 log = structlog.get_logger(__name__)
 SUBCLASS = "conference::maintenance"
+
+# The conference.conf.xml profiles the simulator runs with (freeswitch-conf/autoload_configs,
+# tests/test_freeswitch_conf.py keeps them equal). Only the params that change what the
+# simulator does are listed. `verbose-events`: member events carry every channel variable
+# (conference_member_add_event_data uses switch_channel_event_set_data instead of the basic
+# data); FreeSWITCH's stock profiles leave it off, and the captures were recorded that way.
+PROFILES: dict[str, dict[str, str]] = {"default": {"verbose-events": "true"}}
 
 
 @dataclass(slots=True)
@@ -42,6 +49,8 @@ class Member:
     energy: int = 100
     kicked: bool = False
     relations: dict[int, str] = field(default_factory=dict)
+    # The file `conference <c> play <file> <member_id>` is playing to this member alone, if any.
+    playing: str | None = None
 
     def list_flags(self, floor: bool) -> str:
         flags = [f for f, on in (("hear", self.hear), ("speak", self.speak), ("talking", self.talking)) if on]
@@ -73,6 +82,7 @@ class Conferences:
     def __init__(self, core: SwitchCore) -> None:
         self.core = core
         self.rooms: dict[str, Conference] = {}
+        self.profiles: dict[str, dict[str, str]] = {name: dict(p) for name, p in PROFILES.items()}
         self._next_member_id = 0
 
     # ------------------------------------------------------------ events
@@ -87,10 +97,14 @@ class Conferences:
             ("Conference-Unique-ID", conf.uuid),
         ]
 
+    def verbose(self, conf: Conference) -> bool:
+        return self.profiles.get(conf.profile, {}).get("verbose-events", "").lower() in ("true", "yes", "1")
+
     def _member_headers(self, conf: Conference, m: Member) -> Headers:
+        data = channel_data(m.channel) if self.verbose(conf) else channel_basic(m.channel)
         return [
             ("Floor", "true" if conf.floor is m else "false"),
-            *channel_basic(m.channel),
+            *data,
             ("Video", "false"),
             ("Hear", _tf(m.hear)),
             ("See", "true"),
@@ -445,10 +459,17 @@ class Conferences:
             return f"-ERR Member: {rest[1]} not found.\n"
         member = target[0] if target else None
         action = "play-file-member" if member else "play-file"
+        if member is not None:
+            member.playing = path
         self.fire(conf, action, member, post=[("File", path), ("Async", "false")])
 
         async def done() -> None:
             await asyncio.sleep(duration if duration is not None else 3600)
+            if member is not None:
+                if member not in conf.members:
+                    return  # the member left: its file handle closed with it
+                if member.playing == path:
+                    member.playing = None
             if conf.name in self.rooms:
                 self.fire(conf, f"{action}-done", member, post=[("File", path), ("Async", "false")])
 

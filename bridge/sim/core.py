@@ -118,6 +118,11 @@ class SwitchCore:
         """Hangup side effects outside the channel: its partner, forks, eavesdroppers."""
         for fork in list(ch.forks.values()):
             await fork.close(graceful=True, reason="hangup")
+        if ch.name.startswith("loopback/"):
+            # mod_loopback: the two legs are one call; either hanging up takes the other along.
+            peer = self.live(ch.variables.get("other_loopback_leg_uuid"))
+            if peer is not None and peer.alive:
+                peer.hangup(ch.hangup_cause or "NORMAL_CLEARING")
         partner = self.live(ch.bridged_to)
         if partner is not None and partner.alive and partner.bridged_to == ch.uuid:
             partner.interrupt()

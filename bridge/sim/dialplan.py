@@ -19,6 +19,9 @@ _LAB_HELPERS: list[tuple[str, list[App]]] = [
     (r"^queue-(.+)$", [("callcenter", "$1@default")]),
     (r"^9196$", [("answer", ""), ("echo", "")]),
     (r"^park$", [("park", "")]),
+    # Where the bridge's AI conference leg (loopback-b) waits: answered, so the originate of
+    # loopback-a returns, and parked without bridge_tenant_id, so it is not taken for an AI call.
+    (r"^bridge_ai_leg$", [("answer", ""), ("park", "")]),
 ]
 
 # The fs-lab extensions of esl-captures/README.txt (context "default").

@@ -129,7 +129,13 @@ async def dial(
     ch.set_running_state("CS_ROUTING")
     ch.set_running_state("CS_CONSUME_MEDIA")
 
-    cause, delay = core.originate_outcome(endpoint)
+    if endpoint.startswith("loopback/"):
+        # mod_loopback: the far end is not a phone but the -b leg routing through the dialplan,
+        # so the originate answers when that leg answers (a scenario knob has no say in it).
+        cause = await _loopback_far_end(core, ch, endpoint, variables, float(timeout))
+        delay = 0.0
+    else:
+        cause, delay = core.originate_outcome(endpoint)
     log.debug("sim_dial", uuid=uuid, endpoint=endpoint, cause=cause, delay_s=delay, timeout_s=timeout)
     # The far end's first reply (180 or 200) tells us its address.
     if delay > 0:
@@ -154,6 +160,82 @@ async def dial(
     ch.answer()
     ch.flip_cid()
     return DialResult(ch, None)
+
+
+def parse_loopback(endpoint: str) -> tuple[str, str, str]:
+    """`loopback/<exten>[/<context>[/<dialplan>]]` -> (exten, context, dialplan), mod_loopback's defaults."""
+    parts = endpoint.split("/")
+    exten = parts[1] if len(parts) > 1 else ""
+    context = parts[2] if len(parts) > 2 and parts[2] else "default"
+    dialplan = parts[3] if len(parts) > 3 and parts[3] else "XML"
+    return exten, context, dialplan
+
+
+async def _loopback_far_end(
+    core: SwitchCore, a: Channel, endpoint: str, variables: dict[str, str], timeout: float
+) -> str | None:
+    """Create loopback-b and run it through the dialplan; None once it answers, else a cause.
+
+    As mod_loopback does: the -b leg is an inbound channel named `loopback/<exten>-b` that gets
+    every variable of the originate's {} block (its `__loopback_vars__`, origination_uuid
+    included, though its own uuid is new), both legs point at each other through
+    `other_loopback_leg_uuid`, and a hangup of either leg hangs up the other (SwitchCore)."""
+    from bridge.sim.apps import start_flow
+    from bridge.sim.dialplan import lookup
+
+    exten, context, dialplan = parse_loopback(endpoint)
+    b_uuid = new_uuid()
+    name = f"loopback/{exten}-b"
+    b = Channel(core, uuid=b_uuid, name=name, direction="inbound")
+    assert a.profile is not None
+    created = now_us()
+    b.profile = CallerProfile(
+        direction="inbound",
+        uuid=b_uuid,
+        channel_name=name,
+        caller_id_name=a.profile.caller_id_name,
+        caller_id_number=a.profile.caller_id_number,
+        orig_caller_id_name=a.profile.caller_id_name,
+        orig_caller_id_number=a.profile.caller_id_number,
+        destination_number=exten,
+        context=context,
+        dialplan=dialplan,
+        ani=a.profile.caller_id_number,
+        source="mod_loopback",
+        profile_created=created,
+    )
+    b.profile.times.created = created
+    b.variables.update(
+        {
+            "direction": "inbound",
+            "uuid": b_uuid,
+            "call_uuid": b_uuid,
+            "session_id": str(core.sessions_since_startup + 1),
+            "channel_name": name,
+            **variables,
+            "other_loopback_leg_uuid": a.uuid,
+        }
+    )
+    a.variables["other_loopback_leg_uuid"] = b_uuid
+    core.add_channel(b)
+    b.set_running_state("CS_INIT")
+    b.state_number = STATE_NUMBERS["CS_ROUTING"]
+    b.emit("CHANNEL_CREATE")
+    start_flow(b, lookup(exten, dialplan, context), routing=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not b.answered:
+        if not b.alive:
+            return b.hangup_cause or "NORMAL_CLEARING"
+        if not a.alive:
+            return a.hangup_cause or "NORMAL_CLEARING"
+        if loop.time() >= deadline:
+            b.hangup("NO_ANSWER")
+            return "NO_ANSWER"
+        b.wakeup.clear()
+        a.wakeup.clear()
+        await asyncio.sleep(0.005)
+    return None
 
 
 async def _wait(ch: Channel, originator: Channel | None, seconds: float) -> str | None:
