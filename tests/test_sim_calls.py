@@ -347,7 +347,7 @@ async def test_uuid_audio_mute_state_usage_and_no_event_for_unmute(sim, esl):
 
 async def test_displace_start_and_stop(sim, esl):
     uuid = await answered_call(sim, esl)
-    assert await esl.api(f"uuid_displace {uuid} start /tmp/moh.wav 0 mux") == "+OK Success\n"
+    assert await esl.api(f"uuid_displace {uuid} start /tmp/moh.wav 0 lm") == "+OK Success\n"  # music loops
     bug = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "MEDIA_BUG_START")
     assert bug.get("Media-Bug-Function") == "displace" and bug.get("Media-Bug-Target") == "/tmp/moh.wav"
     assert await esl.api(f"uuid_displace {uuid} stop /tmp/moh.wav") == "+OK Success\n"

@@ -19,7 +19,7 @@ import structlog
 
 from bridge.sim import apps, audio_fork
 from bridge.sim.arguments import parse_originate, separate_string, split_command
-from bridge.sim.channels import Broadcast, Channel, str2cause
+from bridge.sim.channels import Broadcast, Channel, MediaBug, str2cause
 from bridge.sim.events import FS_VERSION, channel_data, uptime_text
 from bridge.sim.originate import dial
 
@@ -448,6 +448,10 @@ async def cmd_uuid_break(core: SwitchCore, args: str) -> str:
 
 
 async def cmd_uuid_displace(core: SwitchCore, args: str) -> str:
+    """switch_ivr_displace_session: the file is opened first (a missing one fails), the channel
+    is pre-answered, one bug per file; without `l` (loop) the bug goes away by itself when the
+    file ends, and a non-zero limit (seconds) ends it at the latest then. `m` mixes the file into
+    what the channel hears instead of replacing it; `r` displaces the read side instead."""
     argv = _argv(args, 5)
     usage = "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
     if len(argv) < 3 or not argv[2]:
@@ -459,9 +463,17 @@ async def cmd_uuid_displace(core: SwitchCore, args: str) -> str:
     if action == "start":
         if path in ch.displace or not ch.alive:
             return "-ERR Cannot displace session!\n"
-        flags = " ".join(argv[3:])
+        response, duration = core.playback_outcome(path)
+        if response != "FILE PLAYED" or not ch.pre_answer():
+            return "-ERR Cannot displace session!\n"
+        limit = _atoi(argv[3]) if len(argv) > 3 else 0
+        flags = argv[4] if len(argv) > 4 else ""
         ch.displace[path] = flags
         ch.add_bug(f"displace:{path}", "displace", path)
+        ends = [s for s in (None if "l" in flags else duration, float(limit) if limit else None) if s]
+        if ends:
+            bug = ch.media_bugs[f"displace:{path}"]
+            core.spawn(_displace_ends(ch, path, bug, min(ends)), name=f"displace:{ch.uuid}")
         return "+OK Success\n"
     if action == "stop":
         if path not in ch.displace:
@@ -470,6 +482,23 @@ async def cmd_uuid_displace(core: SwitchCore, args: str) -> str:
         ch.remove_bug(f"displace:{path}")
         return "+OK Success\n"
     return usage
+
+
+async def _displace_ends(ch: Channel, path: str, bug: MediaBug, seconds: float) -> None:
+    """The file ran out (or the limit passed): the bug's callback returns false and is removed."""
+    await asyncio.sleep(seconds)
+    if ch.alive and ch.media_bugs.get(f"displace:{path}") is bug:
+        del ch.displace[path]
+        ch.remove_bug(f"displace:{path}")
+
+
+def _atoi(text: str) -> int:
+    digits = ""
+    for c in text.strip():
+        if not c.isdigit():
+            break
+        digits += c
+    return int(digits) if digits else 0
 
 
 async def cmd_uuid_record(core: SwitchCore, args: str) -> str:

@@ -646,6 +646,9 @@ class SwitchSimulator:
                     "speak": membership[1].speak,
                     "hold": membership[1].hold,
                     "moderator": membership[1].moderator,
+                    # other member id -> nospeak | nohear | ... (`conference relate`)
+                    "relations": {str(k): v for k, v in membership[1].relations.items()},
+                    "playing": membership[1].playing,
                 }
                 if membership
                 else None
@@ -654,6 +657,7 @@ class SwitchSimulator:
             "audio_fork": forks[0] if forks else None,
             "audio_forks": forks,
             "playing": ch.playing,
+            "displace": dict(ch.displace),  # path -> flags (uuid_displace)
             "eavesdrop": dict(ch.eavesdrop) if ch.eavesdrop else None,
             "callcenter": dict(ch.callcenter) if ch.callcenter else None,
             "media_bugs": [{"function": b.function, "target": b.target} for b in ch.media_bugs.values()],
