@@ -232,7 +232,8 @@ def callback_idempotency(call_id: str, key: str) -> str:
 # conference:ai_leg:{uuid}    string conference id whose AI leg is that channel     conference TTL
 # escalation:{id}             hash   escalation (call_id, tenant_id, reason, urgency, claimed_by, ...)
 # tenant:{tid}:escalations    zset   open escalation ids by created_at
-# monitor:{call_id}           hash   target_call_id -> JSON relationship (mode, ...)
+# monitor:{call_id}           hash   target_call_id -> JSON relationship (mode, ...)      MONITOR_TTL_S
+# monitored:{target_call_id}  set    AI call ids monitoring that channel (its hangup ends them) MONITOR_TTL_S
 
 
 def conference(conf_id: str) -> str:
@@ -255,8 +256,15 @@ def tenant_escalations(tenant_id: str) -> str:
     return f"{PREFIX}tenant:{tenant_id}:escalations"
 
 
+MONITOR_TTL_S = CALL_OWNER_TTL_S
+
+
 def monitors(call_id: str) -> str:
     return f"{PREFIX}monitor:{call_id}"
+
+
+def monitored_by(target_call_id: str) -> str:
+    return f"{PREFIX}monitored:{target_call_id}"
 
 
 # ---------------------------------------------------------------- supervisors and escalations
