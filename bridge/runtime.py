@@ -17,6 +17,7 @@ from bridge.api.app import create_app
 from bridge.calls.conferences import ConferenceStore
 from bridge.calls.manager import CallManager
 from bridge.calls.sessions import SessionStore
+from bridge.calls.supervisors import SupervisorStore
 from bridge.calls.switch import Switch
 from bridge.calls.voice_agents import VoiceAgentStore
 from bridge.config import Settings
@@ -61,6 +62,7 @@ class BridgeRuntime:
         svc.sessions = SessionStore(redis)
         svc.voice_agents = VoiceAgentStore(redis)
         svc.conferences = ConferenceStore(redis)
+        svc.supervisors = SupervisorStore(redis)
         esl = EslClient.from_url(settings.esl_url, command_timeout=settings.esl_command_timeout_s)
         svc.esl = esl
         svc.switch = Switch(esl, command_timeout=settings.esl_command_timeout_s)
@@ -104,6 +106,10 @@ async def _start_optional(svc: Services) -> None:
     from bridge.calls.scheduler import start_scheduler
 
     await start_scheduler(svc)
+    from bridge.calls.supervisors import SupervisionHub
+
+    svc.supervision = SupervisionHub(svc)
+    await svc.supervision.start()
     try:
         from bridge.webhooks.service import WebhookService
     except ModuleNotFoundError:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bridge.calls.conferences import ConferenceStore
     from bridge.calls.manager import CallManager
     from bridge.calls.sessions import SessionStore
+    from bridge.calls.supervisors import SupervisionHub, SupervisorStore
     from bridge.calls.switch import Switch
     from bridge.calls.voice_agents import VoiceAgentStore
     from bridge.esl.client import EslClient
@@ -50,6 +51,8 @@ class Services:
         self.switch: Switch = None  # type: ignore[assignment]
         self.calls: CallManager = None  # type: ignore[assignment]
         self.conferences: ConferenceStore = None  # type: ignore[assignment]
+        self.supervisors: SupervisorStore = None  # type: ignore[assignment]
+        self.supervision: SupervisionHub | None = None
         self.webhooks: WebhookService | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: list[Callable[[], Awaitable[None]]] = []
