@@ -16,6 +16,7 @@ from aiohttp import web
 from bridge.api.app import create_app
 from bridge.calls.conferences import ConferenceStore
 from bridge.calls.manager import CallManager
+from bridge.calls.monitors import Monitors
 from bridge.calls.sessions import SessionStore
 from bridge.calls.supervisors import SupervisorStore
 from bridge.calls.switch import Switch
@@ -67,6 +68,7 @@ class BridgeRuntime:
         svc.esl = esl
         svc.switch = Switch(esl, command_timeout=settings.esl_command_timeout_s)
         svc.calls = CallManager(svc)
+        svc.monitors = Monitors(svc)
         await svc.calls.start()
         await _start_optional(svc)
         svc.on_close(esl.close)

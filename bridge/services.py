@@ -23,6 +23,7 @@ from bridge.webhooks.outbox import Outbox
 if TYPE_CHECKING:
     from bridge.calls.conferences import ConferenceStore
     from bridge.calls.manager import CallManager
+    from bridge.calls.monitors import Monitors
     from bridge.calls.sessions import SessionStore
     from bridge.calls.supervisors import SupervisionHub, SupervisorStore
     from bridge.calls.switch import Switch
@@ -51,6 +52,7 @@ class Services:
         self.switch: Switch = None  # type: ignore[assignment]
         self.calls: CallManager = None  # type: ignore[assignment]
         self.conferences: ConferenceStore = None  # type: ignore[assignment]
+        self.monitors: Monitors = None  # type: ignore[assignment]
         self.supervisors: SupervisorStore = None  # type: ignore[assignment]
         self.supervision: SupervisionHub | None = None
         self.webhooks: WebhookService | None = None

@@ -57,6 +57,8 @@ class CallManager:
         self._timers: dict[str, list[asyncio.TimerHandle | asyncio.Task[Any]]] = {}
         # Other modules (token refresh) add coroutines here: hook(call_id, agent, token).
         self.after_connect: list[Callable[..., Awaitable[None]]] = []
+        # ...and here, run once when a session ends, whatever the outcome: hook(call_id).
+        self.on_finish: list[Callable[[str], Awaitable[None]]] = []
 
     # ------------------------------------------------------------ wiring
 
@@ -372,6 +374,11 @@ class CallManager:
             return False
         for timer in self._timers.pop(call_id, []):
             timer.cancel()
+        for hook in self.on_finish:
+            try:
+                await hook(call_id)
+            except Exception:
+                log.exception("finish_hook_failed", call_id=call_id)
         session = await self.svc.sessions.get(call_id)
         if session is None:
             return True
