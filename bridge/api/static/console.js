@@ -117,7 +117,7 @@
     const items = [...state.escalations.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
     ul.replaceChildren(...items.map(item));
     const waiting = items.filter((e) => e.status === "pending").length;
-    $("count").textContent = String(waiting);
+    $("count").textContent = `${waiting} waiting`;
     $("empty").hidden = items.length > 0;
   }
 
