@@ -74,6 +74,7 @@ class CallManager:
             ("mod_audio_fork::connect", self._on_fork_connect),
             ("mod_audio_fork::connect_failed", self._on_fork_lost),
             ("mod_audio_fork::disconnect", self._on_fork_lost),
+            ("conference::maintenance", self._on_conference),
         ):
             self.on(key, handler)
 
@@ -315,16 +316,36 @@ class CallManager:
         for hook in self.after_connect:
             await hook(call_id, agent, token)
 
+    async def _fork_session(self, uuid: str) -> Session | None:
+        """The session whose AI fork runs on channel `uuid`: the call itself, or, once the AI moved
+        into a conference, its conference leg. None for the caller's old fork after that move: the
+        bridge closed it on purpose, so its events say nothing about the AI's WebSocket."""
+        session = await self.svc.sessions.get(uuid)
+        if session is not None:
+            return None if session.conference_id else session
+        conf_id = await self.svc.conferences.conference_of_leg(uuid)
+        conf = await self.svc.conferences.get(conf_id) if conf_id else None
+        if conf is None or conf.ai_left:
+            return None
+        session = await self.svc.sessions.get(conf.call_id)
+        if session is None or session.conference_id != conf.conference_id:
+            return None
+        return session
+
     async def _on_fork_connect(self, event: Event) -> None:
-        if await self.svc.sessions.get(event.unique_id) is not None:
-            await self.svc.sessions.update(event.unique_id, fork_connected=True)
+        session = await self._fork_session(event.unique_id)
+        if session is not None:
+            await self.svc.sessions.update(session.call_id, fork_connected=True)
+
+    async def _on_conference(self, event: Event) -> None:
+        await self.svc.conferences.on_event(event, self.svc.outbox)
 
     async def _on_fork_lost(self, event: Event) -> None:
         """The AI's WebSocket dropped or never connected: the agent's ws_disconnect_action decides."""
-        call_id = event.unique_id
-        session = await self.svc.sessions.get(call_id)
+        session = await self._fork_session(event.unique_id)
         if session is None:
             return
+        call_id = session.call_id
         await self.svc.sessions.update(call_id, fork_connected=False)
         if session.token_lifetime == "ws_session":
             await self.svc.tokens.revoke_all_for_call(call_id)
@@ -384,6 +405,8 @@ class CallManager:
             return True
         if session.voice_agent_id:
             await self.svc.voice_agents.release_slot(session.voice_agent_id, call_id)
+        if session.conference_id and outcome != "conference_left":
+            await self._drop_ai_leg(session.conference_id)
         logs = await self.svc.sessions.logs(call_id)
         await self.svc.outbox.emit(
             "ai_session.ended",
@@ -400,6 +423,15 @@ class CallManager:
         )
         log.info("ai_session_ended", call_id=call_id, outcome=outcome, reason=reason)
         return True
+
+    async def _drop_ai_leg(self, conference_id: str) -> None:
+        """The session ended while the AI was in a conference: its leg must not stay behind
+        listening. The conference itself goes on for whoever else is in it."""
+        conf = await self.svc.conferences.get(conference_id)
+        if conf is None or not conf.ai_leg_uuid or conf.ai_left:
+            return
+        await self.svc.conferences.update(conference_id, ai_left="1")
+        await self._kill_quietly(conf.ai_leg_uuid, "NORMAL_CLEARING")
 
     def add_timer(self, call_id: str, timer: asyncio.TimerHandle | asyncio.Task[Any]) -> None:
         """Timers that die with the session (token refresh, session timeout)."""

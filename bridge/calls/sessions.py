@@ -24,6 +24,8 @@ TERMINAL_OUTCOMES = (
     "transferred_sip_uri",
     "error",
     "timeout",
+    # conference_leave: the AI's leg left the conference; the caller and the others stay in it.
+    "conference_left",
 )
 
 

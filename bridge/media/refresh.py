@@ -79,7 +79,9 @@ class TokenRefresher:
         )
         frame = {"type": "token_refresh", "callback_token": token.token, "expires_at": iso(token.expires_at)}
         try:
-            await svc.switch.fork_send_text(call_id, frame, bugname=FORK_BUGNAME)
+            # After conference_start the AI's fork runs on its conference leg, not on the call.
+            fork_uuid = session.extra.get("ai_fork_uuid") or call_id
+            await svc.switch.fork_send_text(fork_uuid, frame, bugname=FORK_BUGNAME)
         except (SwitchError, SwitchUnavailable) as exc:
             log.warning("token_refresh_not_sent", call_id=call_id, error=str(exc))
             if isinstance(exc, SwitchUnavailable):  # try again shortly; the old token is still valid

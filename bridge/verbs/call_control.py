@@ -17,7 +17,7 @@ from bridge.calls.manager import FORK_BUGNAME
 from bridge.calls.sessions import Session
 from bridge.config import Settings
 from bridge.verbs.base import VerbContext, verb
-from bridge.verbs.common import append_log, audit, now_iso, require_answered, terminated
+from bridge.verbs.common import PENDING, append_log, audit, now_iso, require_answered, terminated
 from bridge.verbs.models import GetCallState, Hangup, Log, SetDisposition, Transfer
 
 log = structlog.get_logger(__name__)
@@ -184,4 +184,11 @@ async def set_disposition(ctx: VerbContext, cmd: SetDisposition) -> dict[str, An
 
 @verb("get_call_state", idempotency="read")
 async def get_call_state(ctx: VerbContext, cmd: GetCallState) -> dict[str, Any]:
-    return ctx.session.call_state()
+    conf_id = ctx.session.conference_id
+    if not conf_id or conf_id == PENDING:
+        state = ctx.session.call_state()
+        state["conference_id"] = None  # a conference_start still under way is not a conference yet
+        return state
+    # In a conference: who FreeSWITCH says is in the room, by member type.
+    members = await ctx.svc.conferences.participants(conf_id)
+    return ctx.session.call_state([p.type for p in members])

@@ -163,7 +163,9 @@ async def play_audio(ctx: VerbContext, cmd: PlayAudio) -> dict[str, Any]:
     # {playback_id=...} rides on PLAYBACK_START/STOP for correlation; `aleg` explicitly, or a
     # bridged partner would be put on hold music while the prompt plays.
     path = f"playback::{{playback_id={playback_id}}}http_cache://{cmd.audio_url}"
-    await ctx.svc.switch.api(f"uuid_broadcast {ctx.call_id} {path} aleg")
+    # In a conference the AI speaks through its own leg (loopback-b), so everyone hears it.
+    target = ctx.session.extra.get("ai_speech_uuid") or ctx.call_id
+    await ctx.svc.switch.api(f"uuid_broadcast {target} {path} aleg")
     return {"playback_id": playback_id}
 
 
