@@ -19,7 +19,7 @@ from yotel.errors import ConflictError
 
 from bridge.runtime import BridgeRuntime
 from tests.conftest import AgentServer, fast_settings, in_thread
-from tests.helpers import end_call, events, http, sdk, start_call, wait_until
+from tests.helpers import control, end_call, events, http, sdk, start_call, wait_until
 
 ESC_ID = re.compile(r"^esc_[0-9A-HJKMNP-TV-Z]{26}$")
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -290,7 +290,7 @@ async def test_claim_refusals_and_the_call_ending(sandbox, agent_server: AgentSe
         closed = await ann.next_of("escalation.closed")
         assert closed["escalation"]["escalation_id"] == esc_id
         assert closed["escalation"]["status"] == "closed"
-        assert closed["escalation"]["closed_reason"] == "call_ended"
+        assert closed["escalation"]["closed_reason"] == "hangup"
         late = await claim(sandbox, key, esc_id, "sup-ann")
         assert late.status == 409 and late.code == "escalation_closed"
         one = await http(sandbox, "GET", f"/api/v1/escalations/{esc_id}", auth=key)
@@ -429,3 +429,34 @@ async def test_a_supervisor_on_instance_2_gets_the_escalation_raised_on_instance
 
     fired = await wait_until(both_fired)
     assert [e.data["supervisor_id"] for e in fired] == [None, "sup-far"]
+
+
+async def test_a_replay_returns_the_same_escalation_and_a_transfer_closes_it(
+    sandbox, agent_server: AgentServer
+):
+    key = await supervisor_key(sandbox)
+    call = await start_call(sandbox, agent_server)
+    body = {"event": "request_supervisor", "reason": "Wants a manager", "urgency": "low"}
+    async with console(sandbox.info.base_url, key, "sup-ann") as ann:
+        first = await control(sandbox, call.call_id, body, auth=call.token, idempotency_key="k-esc-1")
+        again = await control(sandbox, call.call_id, body, auth=call.token, idempotency_key="k-esc-1")
+        assert first.status == again.status == 200
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        esc_id = first.body["result"]["escalation_id"]
+        assert again.body["result"]["escalation_id"] == esc_id
+        assert (await ann.next_of("escalation.created"))["escalation"]["urgency"] == "low"
+        await ann.nothing_pending()  # the replay pushed nothing
+        assert len(await events(sandbox, call.call_id, "ai_session.escalated")) == 1
+
+        # The AI hands the caller to a queue: the session ends, so does the escalation.
+        await in_thread(
+            sdk(sandbox).ai_sessions.transfer,
+            call.call_id,
+            destination_type="agent_queue",
+            destination="tier1",
+            callback_token=call.token,
+        )
+        closed = await ann.next_of("escalation.closed")
+        assert closed["escalation"]["closed_reason"] == "transferred_agent_queue"
+        late = await claim(sandbox, key, esc_id, "sup-ann")
+        assert late.status == 409 and late.code == "escalation_closed"

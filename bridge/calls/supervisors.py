@@ -28,7 +28,6 @@ from bridge.calls.sessions import Session, iso
 from bridge.store import keys
 
 if TYPE_CHECKING:
-    from bridge.esl.protocol import Event
     from bridge.services import Services
 
 log = structlog.get_logger(__name__)
@@ -205,7 +204,7 @@ class Escalation:
     tenant_id: str
     reason: str
     urgency: str
-    status: str  # pending -> claimed -> closed (the call ended); pending -> closed
+    status: str  # pending -> claimed -> closed (the AI session ended); pending -> closed
     created_at: str
     supervisor_id: str | None = None
     claimed_at: str | None = None
@@ -369,6 +368,22 @@ class SupervisorConn:
     supervisor_id: str
     ws: web.WebSocketResponse
     on_duty: bool = True
+    # Until the welcome frame is out, pushes wait here, so the welcome is always the first frame.
+    ready: bool = False
+    backlog: list[dict[str, Any]] = field(default_factory=list)
+
+    async def push(self, frame: dict[str, Any]) -> None:
+        if self.ready:
+            await self.send(frame)
+        else:
+            self.backlog.append(frame)
+
+    async def open(self, welcome: dict[str, Any]) -> None:
+        """Send the welcome, then what was pushed meanwhile, then go live (no frame overtakes)."""
+        await self.send(welcome)
+        while self.backlog:
+            await self.send(self.backlog.pop(0))
+        self.ready = True
 
     async def send(self, frame: dict[str, Any]) -> None:
         if self.ws.closed:
@@ -398,7 +413,7 @@ class SupervisionHub:
         self.svc.spawn(self._listen(), name="supervision:listen")
         self.svc.spawn(self._heartbeat(), name="supervision:heartbeat")
         if self.svc.calls is not None:
-            self.svc.calls.on("CHANNEL_HANGUP_COMPLETE", self._on_hangup)
+            self.svc.calls.on_finish.append(self.session_ended)
         self.svc.on_close(self.stop)
 
     async def stop(self) -> None:
@@ -437,6 +452,7 @@ class SupervisionHub:
         try:
             self._pubsub = self.svc.redis.pubsub(ignore_subscribe_messages=True)
             await self._pubsub.subscribe(keys.supervision_channel())
+            await self._resync_sockets()
         except Exception as exc:
             log.warning("supervision_resubscribe_failed", error=str(exc))
 
@@ -448,8 +464,13 @@ class SupervisionHub:
             except Exception as exc:
                 log.warning("supervisor_lease_renew_failed", error=str(exc))
 
-    async def _on_hangup(self, event: Event) -> None:
-        for esc in await self.escalations.close_for_call(event.unique_id, "call_ended"):
+    async def session_ended(self, call_id: str) -> None:
+        """The AI session ended (hang-up, transfer, conference_leave, ...): its escalations close,
+        since nobody can bring a supervisor into the call through the AI any more. `closed_reason`
+        is the session's outcome."""
+        session = await self.svc.sessions.get(call_id)
+        reason = (session.outcome if session else None) or "ai_session_ended"
+        for esc in await self.escalations.close_for_call(call_id, reason):
             await self.publish("escalation.closed", esc)
 
     # ------------------------------------------------------------ sockets
@@ -484,7 +505,27 @@ class SupervisionHub:
         frame = {"type": message["type"], "escalation": message["escalation"]}
         targets = [c for c in self.connections(tenant_id) if c.on_duty]
         if targets:
-            await asyncio.gather(*(c.send(frame) for c in targets))
+            await asyncio.gather(*(c.push(frame) for c in targets))
 
     async def open_escalations(self, tenant_id: str) -> list[dict[str, Any]]:
-        return [e.public() for e in await self.escalations.list(tenant_id, OPEN_STATUSES)]
+        """Pending and claimed escalations, oldest first. One whose call is gone (a hang-up this
+        bridge did not see, e.g. while the ESL link was down) is closed here and left out."""
+        found = await self.escalations.list(tenant_id, OPEN_STATUSES)
+        live: list[dict[str, Any]] = []
+        for esc in found:
+            session = await self.svc.sessions.get(esc.call_id)
+            if session is None or session.terminal:
+                await self.session_ended(esc.call_id)
+                continue
+            live.append(esc.public())
+        return live
+
+    async def _resync_sockets(self) -> None:
+        """After the pub/sub link was lost, pushes may have been missed: send each on-duty socket
+        the open escalations again (the console merges them by escalation_id)."""
+        for tenant_id in list(self._local):
+            targets = [c for c in self.connections(tenant_id) if c.on_duty]
+            if not targets:
+                continue
+            frame = {"type": "snapshot", "escalations": await self.open_escalations(tenant_id)}
+            await asyncio.gather(*(c.push(frame) for c in targets))

@@ -140,7 +140,7 @@ async def supervisor_ws(request: web.Request) -> web.StreamResponse:
             conn.tenant_id, conn.supervisor_id, conn.conn_id, name=hello.name, contact=hello.contact
         )
         supervisor = await svc.supervisors.get(conn.tenant_id, conn.supervisor_id)
-        await conn.send(
+        await conn.open(
             {
                 "type": "welcome",
                 "supervisor": supervisor.public() if supervisor else None,
@@ -251,6 +251,10 @@ async def claim_escalation(request: web.Request) -> web.Response:
             "supervisor_not_found",
             "no such supervisor in this tenant (connect to the supervisors WS first)",
         )
+    session = await svc.sessions.get(esc.call_id)
+    if esc.open and (session is None or session.terminal):
+        # Its session ended without this instance closing it yet: close it now.
+        await hub.session_ended(esc.call_id)
     result, claimed_at = await hub.escalations.claim(esc, spec.supervisor_id)
     if result.code == -1:
         raise ApiError(404, "escalation_not_found", "no such escalation in this tenant")
@@ -262,7 +266,7 @@ async def claim_escalation(request: web.Request) -> web.Response:
             extra={"supervisor_id": result.detail},
         )
     if result.code == -2:
-        raise ApiError(409, "escalation_closed", f"the escalation is {result.detail}: its call has ended")
+        raise ApiError(409, "escalation_closed", "the escalation is closed: its AI session has ended")
     claimed = await hub.escalations.get(esc.escalation_id)
     assert claimed is not None
     await hub.publish("escalation.claimed", claimed)

@@ -74,6 +74,9 @@
         upsert(frame.escalation);
         if (frame.escalation.escalation_id === state.claimedId) refreshClaimed();
         break;
+      case "snapshot":
+        (frame.escalations || []).forEach(upsert);
+        break;
       case "duty":
         $("duty").checked = frame.on_duty;
         if (frame.on_duty && frame.escalations) frame.escalations.forEach(upsert);
