@@ -28,6 +28,7 @@ from bridge.api.errors import ApiError, read_json_object, validation_error
 from bridge.calls.supervisors import Escalation, SupervisionHub, SupervisorConn
 from bridge.services import SERVICES_KEY, Services, services_of
 from bridge.store import keys
+from bridge.verbs.common import PENDING
 
 log = structlog.get_logger(__name__)
 
@@ -198,12 +199,15 @@ async def _call_state(svc: Services, esc: Escalation) -> dict[str, Any] | None:
     session = await svc.sessions.get(esc.call_id)
     if session is None:
         return None
-    participants: list[str] | None = None
-    if session.conference_id and svc.conferences is not None and session.state != "ended":
-        members = await svc.conferences.participants(session.conference_id)
-        if members:
-            participants = [m.type for m in members]
-    return {"call_id": esc.call_id, **session.call_state(participants)}
+    # As get_call_state answers it: in a conference, who FreeSWITCH says is in the room.
+    conf_id = session.conference_id
+    if not conf_id or conf_id == PENDING or session.terminal or svc.conferences is None:
+        state = session.call_state()
+        if conf_id == PENDING:
+            state["conference_id"] = None  # a conference_start still under way
+    else:
+        state = session.call_state([p.type for p in await svc.conferences.participants(conf_id)])
+    return {"call_id": esc.call_id, **state}
 
 
 async def _escalation(request: web.Request, principal: Principal) -> Escalation:
