@@ -150,6 +150,7 @@ async def test_monitor_start_opens_a_stereo_fork_of_the_target_into_the_ai_webso
     assert frame["call_id"] == r.cid and frame["target_call_id"] == r.target
     assert frame["conference_id"] == r.conference_id and frame["member_id"] == r.member_id
     assert frame["participant_type"] == "agent" and frame["channels"] == ["target", "heard_by_target"]
+    assert frame["audio_format"]["channels"] == 2 and frame["audio_format"]["sample_rate_hz"] == 16000
     assert "callback_token" not in frame  # the AI already holds the call's token
     await agent_server.wait_for(lambda: conn["binary_frames"] >= 2)
 

@@ -125,9 +125,8 @@ async def monitor_start(ctx: VerbContext, cmd: MonitorStart) -> dict[str, Any]:
         "conference_id": conf.conference_id,
         "member_id": rel.member.member_id,
         "participant_type": rel.member.type,
-        "audio_format": agent.audio_format,
-        "sample_rate_hz": agent.sample_rate_hz,
-        # stereo: the target's own voice, and what the target hears
+        # stereo, interleaved: the target's own voice (left), what the target hears (right)
+        "audio_format": {**agent.audio_format, "channels": 2},
         "channels": ["target", "heard_by_target"],
     }
     try:
