@@ -505,3 +505,75 @@ async def test_play_audio_in_a_conference_plays_to_the_ai_legs_far_side(sandbox,
     pb = reply["result"]["playback_id"]
     url = "http_cache://https://cdn.example.com/hi.wav"
     assert f"uuid_broadcast {b_leg} playback::{{playback_id={pb}}}{url} aleg" in sandbox.sim.commands()
+
+
+# ---------------------------------------------------------------- supervisors
+
+
+async def test_conference_add_supervisor_dials_the_on_duty_supervisors_contact(
+    sandbox, agent_server: AgentServer
+):
+    import aiohttp
+
+    c = await start_conference(sandbox, agent_server)
+    cid = c.call.call_id
+    url = sandbox.info.base_url.replace("http://", "ws://") + "/api/v1/supervisors/ws"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        hello = {
+            "type": "hello",
+            "api_key": sandbox.info.admin_key,
+            "supervisor_id": "sup-ann",
+            "name": "Ann",
+            "contact": "user/1002@127.0.0.1",
+        }
+        await ws.send_json(hello)
+        assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+
+        result = (
+            await in_thread(
+                ai(sandbox).conference_add,
+                cid,
+                participant_type="supervisor",
+                destination="sup-ann",
+                callback_token=c.token,
+            )
+        )["result"]
+        leg = result["call_id"]
+        assert any(
+            s.startswith(f"originate {{origination_uuid={leg},")
+            and "bridge_member_type=supervisor,bridge_member_destination=sup-ann," in s
+            and s.endswith(f"}}user/1002@127.0.0.1 &conference({c.conference_id}@default)")
+            for s in sandbox.sim.commands()
+        )
+        assert leg in room(sandbox, c.conference_id)
+        member = next(m for m in await tracked(sandbox, c.conference_id) if m["call_id"] == leg)
+        assert (member["type"], member["destination"], member["member_id"]) == (
+            "supervisor",
+            "sup-ann",
+            result["member_id"],
+        )
+
+        # Off duty: 409; nobody is dialled.
+        await ws.send_json({"type": "duty", "on_duty": False})
+        assert (await ws.receive_json(timeout=5))["on_duty"] is False
+        before = len(sandbox.sim.commands())
+        with pytest.raises(errors.ConflictError) as exc:
+            await in_thread(
+                ai(sandbox).conference_add,
+                cid,
+                participant_type="supervisor",
+                destination="sup-ann",
+                callback_token=c.token,
+            )
+        assert exc.value.detail["code"] == "supervisor_unavailable"
+        assert not [s for s in sandbox.sim.commands()[before:] if s.startswith("originate")]
+
+    with pytest.raises(errors.NotFoundError) as missing:
+        await in_thread(
+            ai(sandbox).conference_add,
+            cid,
+            participant_type="supervisor",
+            destination="sup-nobody",
+            callback_token=c.token,
+        )
+    assert missing.value.detail["code"] == "supervisor_not_found"
