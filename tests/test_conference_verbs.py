@@ -577,3 +577,33 @@ async def test_conference_add_supervisor_dials_the_on_duty_supervisors_contact(
             callback_token=c.token,
         )
     assert missing.value.detail["code"] == "supervisor_not_found"
+
+
+# ---------------------------------------------------------------- the AI's WebSocket in a conference
+
+
+async def test_the_callers_old_fork_ending_is_not_taken_for_a_websocket_drop(
+    sandbox, agent_server: AgentServer
+):
+    c = await start_conference(sandbox, agent_server)
+    cid = c.call.call_id
+    # Should FreeSWITCH report the caller's fork closing (the bridge stopped it), nothing happens.
+    sandbox.sim.core.live(cid).custom("mod_audio_fork::disconnect")
+    await sandbox.runtime.services.calls.idle()
+    session = await sandbox.runtime.services.sessions.get(cid)
+    assert session.outcome is None and session.state == "in_progress"
+    assert snapshot(sandbox, cid)["hangup_cause"] is None
+    assert len(room(sandbox, c.conference_id)) == 2
+
+
+async def test_the_ai_websocket_dropping_in_a_conference_follows_ws_disconnect_action(
+    sandbox, agent_server: AgentServer
+):
+    c = await start_conference(sandbox, agent_server)
+    cid = c.call.call_id
+    conn = next(x for x in agent_server.connections if x["texts"] and x["texts"][0].get("conference_id"))
+    await conn["ws"].close()  # the AI's server goes away: the fork on the AI leg reports it
+    await wait_until(lambda: _gone(sandbox, cid))
+    session = await sandbox.runtime.services.sessions.get(cid)
+    assert (session.outcome, session.reason) == ("error", "ws_disconnected")  # the agent's default: hangup
+    await wait_until(lambda: _gone(sandbox, c.ai_leg))
