@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from yotel.errors import ConferenceMembershipRequired, ConflictError
+from yotel.errors import APIError, ConferenceMembershipRequired, ConflictError
 
 from bridge.store.tenants import ALL_SCOPES
 from tests.conftest import AgentServer, in_thread
@@ -192,11 +192,27 @@ async def test_monitor_stop_closes_the_fork_and_a_second_stop_is_409_not_monitor
     assert r.bug in forks(sandbox, r.target)
 
 
+async def test_a_refused_monitor_fork_is_502_and_leaves_no_monitor(sandbox, agent_server: AgentServer):
+    r = await room(sandbox, agent_server)
+    sandbox.sim.fail_next(f"uuid_audio_fork ^^|{r.target}|start", "-ERR Operation Failed")
+    with pytest.raises(APIError) as exc:
+        await r.verb("monitor_start", target_call_id=r.target)
+    assert exc.value.status_code == 502 and exc.value.detail["code"] == "switch_command_failed"
+    assert await monitors(sandbox, r.cid) == {}
+    assert await sandbox.runtime.services.monitors.store.watchers(r.target) == set()
+    assert r.bug not in forks(sandbox, r.target)
+    # Nothing is left claimed: a new request (a new key) starts it.
+    await r.verb("monitor_start", target_call_id=r.target)
+    assert r.bug in forks(sandbox, r.target)
+
+
 # ---------------------------------------------------------------- whisper
 
 
 async def test_whisper_to_a_conference_member_plays_to_that_member_only(sandbox, agent_server: AgentServer):
     r = await room(sandbox, agent_server)
+    # A listen-only monitor does not matter here: the conference relationship is enough.
+    await r.verb("monitor_start", target_call_id=r.target, mode="listen")
     assert await r.verb("whisper", target_call_id=r.target, audio_url=TIP) == {}
 
     audio = f"http_cache://{TIP}"

@@ -2,10 +2,11 @@
 check the credential may act on that call, count the request against the call's rate limit and
 claim its Idempotency-Key.
 
-Round trips dominate a verb's cost (each one is two syscalls and a pass through redis-py), and a
-session read as HGETALL is the most expensive of them all in redis-py's pure-Python parser (one
-element at a time). So the script returns both hashes as JSON strings, which `json.loads` decodes
-in C.
+Round trips dominate a verb's cost (each one is two syscalls and a pass through redis-py), so
+everything the pipeline needs before the handler comes back from this one script, run with EVALSHA
+(redis-py's `register_script`, which loads it again if Redis has forgotten it). The script returns
+both hashes as JSON strings: one bulk string each for the parser, which `json.loads` turns into a
+dict in C, instead of flat field/value lists paired up in Python.
 
 The credential check here is coarse on purpose (exists, not revoked, same tenant, bound to this
 call / holds the control scope, not expired): it only decides whether the request may be counted
@@ -25,8 +26,6 @@ import redis.asyncio as aioredis
 from bridge.api.idempotency import CLAIM_LUA, GateResult, gate_result
 from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS
 from bridge.store import keys
-from bridge.store.lua import LuaScript
-from bridge.store.resp import RespClient
 
 # KEYS[1] credential hash, KEYS[2] session hash, KEYS[3] rate window, KEYS[4] idempotency hash (opt.)
 # ARGV[1] 'token' | 'key', ARGV[2] call_id, ARGV[3] scope a key needs, ARGV[4] limit,
@@ -73,13 +72,11 @@ class Admission:
 
 
 class Admitter:
-    def __init__(
-        self, redis: aioredis.Redis | RespClient, *, rate_limit: int, lease_ms: int, scope: str
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, *, rate_limit: int, lease_ms: int, scope: str) -> None:
         self.rate_limit = rate_limit
         self.lease_ms = lease_ms
         self.scope = scope
-        self._script = LuaScript(redis, _ADMIT)
+        self._script = redis.register_script(_ADMIT)
 
     async def admit(
         self,

@@ -28,8 +28,6 @@ import redis.asyncio as aioredis
 from bridge.api.errors import ApiError
 from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS, RateLimited
 from bridge.store import keys
-from bridge.store.lua import LuaScript
-from bridge.store.resp import RespClient
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -141,11 +139,11 @@ def cacheable(status: int) -> bool:
 
 
 class IdempotencyStore:
-    def __init__(self, redis: aioredis.Redis | RespClient, *, rate_limit: int, lease_ms: int) -> None:
+    def __init__(self, redis: aioredis.Redis, *, rate_limit: int, lease_ms: int) -> None:
         self.rate_limit = rate_limit
         self.lease_ms = lease_ms
-        self._gate = LuaScript(redis, _GATE)
-        self._finish = LuaScript(redis, _FINISH)
+        self._gate = redis.register_script(_GATE)
+        self._finish = redis.register_script(_FINISH)
 
     async def gate(
         self,

@@ -18,7 +18,9 @@ the session's hashes, the rate limit and the idempotency claim in one script), o
 the answer, sent while the answer goes out. The body is parsed and validated before that script,
 because that has no side effect, but a bad body is reported only after the credential has been
 judged and the rate limit has counted the request, so the order above is what a client sees. Both
-scripts go through bridge.store.resp.RespClient (see there for why not redis-py on this path).
+scripts run through redis-py (EVALSHA via `register_script`) on a client of the pipeline's own
+(bridge.store.redis.dedicated: its own pool, no per-command socket timeout, no retries); each
+exchange is bounded here by one `asyncio.timeout`.
 """
 
 from __future__ import annotations
@@ -43,8 +45,7 @@ from bridge.api.errors import ApiError, error_body, read_json_object, validation
 from bridge.calls.sessions import Session, iso
 from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
-from bridge.store.redis import StoreUnavailable
-from bridge.store.resp import RespClient
+from bridge.store.redis import StoreUnavailable, dedicated
 from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
 from bridge.verbs.models import VERB_ADAPTER
 
@@ -55,7 +56,8 @@ CONTROL_ADMIN_SCOPE = "ai_sessions:control_admin"
 _WAIT_FIRST_S = 0.002
 _WAIT_MAX_S = 0.05
 _NOT_VERB_MODULES = {"base", "models"}
-# The bound on one Redis exchange when the pipeline falls back to redis-py (TLS): its socket_timeout.
+# The bound on one Redis exchange (a script call, a connection set up included): what socket_timeout
+# is for the rest of the bridge.
 _REDIS_TIMEOUT_S = 5.0
 
 T = TypeVar("T")
@@ -91,12 +93,8 @@ class ControlPipeline:
         # the slowest honest verb, so only a crashed owner ever loses its key to the lease.
         lease_s = settings.esl_command_timeout_s * 4 + 5
         self.wait_s = lease_s + 1
-        resp = RespClient.for_redis(svc.redis)
-        if resp is not None:
-            svc.on_close(resp.close)
-        self.redis: aioredis.Redis | RespClient = resp or svc.redis
-        # RespClient times replies out itself (one watchdog, not a timer per call).
-        self._client_bounds_itself = resp is not None
+        self.redis: aioredis.Redis = dedicated(svc.redis)
+        svc.on_close(self.redis.aclose)
         self._stores: set[asyncio.Task[None]] = set()
         svc.on_close(self.drain)  # closers run newest first: before the client closes
         lease_ms = int(lease_s * 1000)
@@ -181,8 +179,6 @@ class ControlPipeline:
     # ------------------------------------------------------------ steps
 
     async def _bounded(self, awaitable: Awaitable[T]) -> T:
-        if self._client_bounds_itself:
-            return await awaitable
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S):
                 return await awaitable

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +108,33 @@ def connect(url: str) -> aioredis.Redis:
         socket_timeout=5.0,
         health_check_interval=15,
         client_name=f"bridge-{os.getpid()}",
+    )
+
+
+def dedicated(client: aioredis.Redis, *, max_connections: int = 64) -> aioredis.Redis:
+    """A client of its own for the control endpoint's hot path, on the server `client` talks to
+    (same address, TLS, credentials, database and parser: hiredis when installed):
+
+    - its own connection pool, so verbs never queue behind the rest of the bridge (webhook
+      delivery, the scheduler) nor the other way round; blocking, so a burst waits for a
+      connection instead of failing with "too many connections";
+    - no socket_timeout: redis-py would then wrap every write in a `wait_for` (a task each) and
+      every read in a timeout of its own. The caller bounds the whole exchange with one
+      `asyncio.timeout` instead (bridge.api.pipeline), which also drops the connection it cancels;
+    - no retries: a script re-sent after its reply was lost could run twice (count the request
+      twice, or find its own idempotency claim and wait on itself).
+    """
+    pool = client.connection_pool
+    kwargs = {
+        **pool.connection_kwargs,
+        "socket_timeout": None,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": f"bridge-{os.getpid()}-control",
+    }
+    return aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool(
+            connection_class=pool.connection_class, max_connections=max_connections, timeout=None, **kwargs
+        )
     )
 
 
