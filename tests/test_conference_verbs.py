@@ -607,3 +607,35 @@ async def test_the_ai_websocket_dropping_in_a_conference_follows_ws_disconnect_a
     session = await sandbox.runtime.services.sessions.get(cid)
     assert (session.outcome, session.reason) == ("error", "ws_disconnected")  # the agent's default: hangup
     await wait_until(lambda: _gone(sandbox, c.ai_leg))
+
+
+async def test_mute_and_unmute_member_events_update_the_participant(
+    sandbox, agent_server: AgentServer, receiver: Receiver
+):
+    c = await start_conference(sandbox, agent_server)
+    cid = c.call.call_id
+    added = await add_e164(sandbox, c)
+    fs_id = added["member_id"].removeprefix("mem-")
+    # A moderator (or the switch's own console) mutes the member: FreeSWITCH reports mute-member.
+    assert (await sandbox.sim.api(f"conference {c.conference_id} mute {fs_id}")).startswith("+OK")
+
+    async def muted() -> bool:
+        members = await tracked(sandbox, c.conference_id)
+        return next(m for m in members if m["member_id"] == added["member_id"])["muted"]
+
+    await wait_until(muted)
+    assert (await sandbox.sim.api(f"conference {c.conference_id} unmute {fs_id}")).startswith("+OK")
+    await wait_until(lambda: _not(muted))
+    changes = await wait_until(
+        lambda: _ready(receiver.of("ai_session.conference_changed", cid), 5), timeout=10
+    )
+    assert [(x["action"], x["member_id"]) for x in changes[-2:]] == [
+        ("member_muted", added["member_id"]),
+        ("member_unmuted", added["member_id"]),
+    ]
+    muted_view = next(p for p in changes[-2]["participants"] if p["member_id"] == added["member_id"])
+    assert muted_view["muted"] is True
+
+
+async def _not(probe: Any) -> bool:
+    return not await probe()
