@@ -6,8 +6,9 @@ said otherwise; Redis is the embedded redis-server (a child process on a unix so
 1. raw ESL: `EslClient.api("uuid_exists <uuid>")` one at a time: the floor any verb stands on.
 2. verb latency: `send_dtmf` with a fresh Idempotency-Key and the call's callback token, one
    request at a time, over keep-alive HTTP. Every pipeline step runs: auth, tenant fence, the rate
-   limit at its production value (10/s per call: requests go round-robin over enough calls to stay
-   under it), validation, the idempotency claim and the stored answer, the ESL command.
+   limit at its production value (10/s per call: requests go round-robin over the calls, and a call
+   that has had its 10 in the last second waits its turn), validation, the idempotency claim and
+   the stored answer, the ESL command.
 3. throughput: the same verb from many concurrent connections for a few seconds, on a second
    sandbox whose rate limit is raised (so 32 calls can take thousands of verbs a second; the
    script still runs every check). Measured twice: with the load client in a child process (the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -36,7 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from aiohttp import WSMsgType, web
+from redis.utils import HIREDIS_AVAILABLE
 
 from bridge.config import Settings
 from bridge.logging import configure
@@ -204,13 +208,23 @@ def _dtmf_request(call_id: str, token: str) -> tuple[str, bytes, dict[str, str]]
     )
 
 
-async def verb_latency(client: RawHttp, calls: list[tuple[str, str]], n: int) -> Stats:
+async def verb_latency(client: RawHttp, calls: list[tuple[str, str]], n: int, rate: int) -> Stats:
+    """One request at a time, round-robin over the calls, each call kept under the production rate
+    limit: a call that already had `rate` requests in the last second (plus a margin for the two
+    clocks) waits before its next one, so every sample is a verb that ran, not a quick 429."""
     samples = []
     errors: dict[int, int] = {}
+    sent: dict[str, collections.deque[float]] = {c: collections.deque(maxlen=rate) for c, _ in calls}
     for i in range(n + 300):
         call_id, token = calls[i % len(calls)]
         path, body, headers = _dtmf_request(call_id, token)
+        history = sent[call_id]
+        if len(history) == rate:
+            pause = history[0] + 1.02 - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
         t0 = time.perf_counter()
+        history.append(t0)
         status, _ = await client.post(path, body, headers)
         elapsed = (time.perf_counter() - t0) * 1000
         if status != 200:
@@ -382,7 +396,7 @@ async def run(args: argparse.Namespace) -> int:
             esl = await raw_esl(bench.box, bench.calls[0][0], args.samples)
             client = RawHttp(bench.host, bench.port)
             await client.connect()
-            verb = await verb_latency(client, bench.calls, args.samples)
+            verb = await verb_latency(client, bench.calls, args.samples, rate)
             await client.close()
         # Throughput: the limit raised so a few calls can take thousands of verbs a second (the
         # script still runs every check; the simulator's per-command cost grows with live calls).
@@ -397,7 +411,10 @@ async def run(args: argparse.Namespace) -> int:
     added_p99 = verb.pct(99) - esl.pct(99)
     print()
     print("Control endpoint vs raw ESL: one process (bridge + switch simulator + load client),")
-    print(f"embedded Redis on a unix socket; Python {platform.python_version()}, {os.cpu_count()} CPUs.")
+    print(
+        f"embedded Redis on a unix socket; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"redis-py {redis.__version__} ({'hiredis' if HIREDIS_AVAILABLE else 'pure-Python'} parser)."
+    )
     print(f"Latency: {calls} live calls, rate limit {rate} req/s per call (production value), one request")
     print("at a time, send_dtmf with a fresh Idempotency-Key and the call's callback token.")
     print()
