@@ -639,3 +639,28 @@ async def test_mute_and_unmute_member_events_update_the_participant(
 
 async def _not(probe: Any) -> bool:
     return not await probe()
+
+
+async def test_a_refused_move_puts_the_call_back_and_the_start_can_be_retried(
+    sandbox, agent_server: AgentServer
+):
+    call = await start_call(sandbox, agent_server)
+    cid = call.call_id
+    sandbox.sim.fail_next(f"uuid_transfer {cid} 'conference:", "-ERR No such channel!")
+    key = str(uuid.uuid4())
+    refused = await control(sandbox, cid, {"event": "conference_start"}, auth=call.token, idempotency_key=key)
+    assert refused.status == 502 and refused.code == "switch_command_failed"
+    # The AI leg that was already up is killed; the caller never left its park, fork untouched.
+    leg = next(c for c in sandbox.sim.commands() if c.startswith("originate ")).split("origination_uuid=")[1][
+        :36
+    ]
+    await wait_until(lambda: _gone(sandbox, leg))
+    assert snapshot(sandbox, cid)["conference"] is None and snapshot(sandbox, cid)["audio_fork"]["connected"]
+    session = await sandbox.runtime.services.sessions.get(cid)
+    assert session.conference_id is None and session.outcome is None
+    # A 502 is not cached: the same key runs the verb again, and this time it works.
+    again = await control(sandbox, cid, {"event": "conference_start"}, auth=call.token, idempotency_key=key)
+    assert again.status == 200, again.body
+    conf_id = again.body["result"]["conference_id"]
+    await wait_until(lambda: _count(sandbox, conf_id, 2))
+    assert snapshot(sandbox, cid)["conference"] == conf_id
