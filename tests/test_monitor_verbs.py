@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.helpers import (
     start_call,
     wait_until,
 )
+from tests.test_conference_verbs import Receiver  # verifies every request with the SDK
 
 TIP = "https://cdn.example.com/coach/upsell-tip.wav"
 PSTN = "sofia/gateway/pstn/"
@@ -40,6 +42,20 @@ async def sandbox(redis_url: str, redis: Any, tmp_path: Any) -> Any:
     # Many verbs on one call within a second: the rate limit has its own tests.
     async with sandbox_with(redis_url, tmp_path, rate_limit_per_s=1000) as box:
         yield box
+
+
+@pytest.fixture
+async def webhooks(sandbox: Any) -> AsyncIterator[Receiver]:
+    """A customer endpoint subscribed to ai_session.* through the webhooks API."""
+    rec = Receiver()
+    await rec.start()
+    reply = await http(sandbox, "POST", "/api/v1/webhooks", {"url": rec.url, "event_types": ["ai_session.*"]})
+    assert reply.status == 201, reply.body
+    rec.secret = reply.body["signing_secret"]
+    try:
+        yield rec
+    finally:
+        await rec.stop()
 
 
 @dataclass
@@ -263,7 +279,7 @@ async def test_whisper_on_a_listen_only_monitor_outside_the_conference_is_403(
 
 
 async def test_barge_pulls_a_monitored_call_into_the_conference_with_both_legs(
-    sandbox, agent_server: AgentServer
+    sandbox, agent_server: AgentServer, webhooks: Receiver
 ):
     r = await room(sandbox, agent_server)
     await r.verb("monitor_start", target_call_id=r.target)
@@ -301,6 +317,16 @@ async def test_barge_pulls_a_monitored_call_into_the_conference_with_both_legs(
     members = {m.call_id: m for m in await sandbox.runtime.services.conferences.participants(r.conference_id)}
     assert {r.cid, r.target, other} <= set(members)
     assert members[r.target].type == "agent"  # the leg the bridge dialled keeps its type
+
+    # The customer's webhook endpoint got the joins, signed (the receiver verifies with the SDK).
+    async def delivered() -> list[dict[str, Any]]:
+        got = webhooks.of("ai_session.conference_changed", r.cid)
+        joins = {d["member_id"] for d in got if d["action"] == "member_joined"}
+        both = [d for d in got if {r.target, other} <= {p["call_id"] for p in d["participants"]}]
+        return both if result["member_id"] in joins else []
+
+    hook = (await wait_until(delivered))[0]
+    assert hook["conference_id"] == r.conference_id and hook["action"] == "member_joined"
 
 
 async def test_barge_on_a_conference_member_clears_the_ai_relation_and_closes_the_monitor(
@@ -386,7 +412,9 @@ async def test_the_monitor_ends_when_the_target_hangs_up(sandbox, agent_server: 
     assert (await sandbox.runtime.services.sessions.get(r.cid)).terminal is False
 
 
-async def test_the_monitor_fork_is_closed_when_the_ai_call_ends(sandbox, agent_server: AgentServer):
+async def test_the_monitor_fork_is_closed_when_the_ai_call_ends(
+    sandbox, agent_server: AgentServer, webhooks: Receiver
+):
     r = await room(sandbox, agent_server)
     await r.verb("monitor_start", target_call_id=r.target)
     conn = await agent_server.wait_for(lambda: monitor_connection(agent_server, r.target))
@@ -396,6 +424,13 @@ async def test_the_monitor_fork_is_closed_when_the_ai_call_ends(sandbox, agent_s
     assert f"uuid_audio_fork {r.target} stop {r.bug}" in commands(sandbox, r.target)
     await wait_until(lambda: _empty(monitors(sandbox, r.cid)))
     assert await sandbox.runtime.services.monitors.store.watchers(r.target) == set()
+    assert snapshot(sandbox, r.target)["hangup_cause"] is None  # the agent's leg itself goes on
+
+    async def ended() -> list[dict[str, Any]]:
+        return webhooks.of("ai_session.ended", r.cid)
+
+    logged = (await wait_until(ended))[0]["metadata"]["logs"]
+    assert [e["target_call_id"] for e in logged if e.get("event") == "monitor_start"] == [r.target]
 
 
 # ---------------------------------------------------------------- helpers
