@@ -664,3 +664,24 @@ async def test_a_refused_move_puts_the_call_back_and_the_start_can_be_retried(
     conf_id = again.body["result"]["conference_id"]
     await wait_until(lambda: _count(sandbox, conf_id, 2))
     assert snapshot(sandbox, cid)["conference"] == conf_id
+
+
+async def test_token_refresh_goes_to_the_ai_legs_websocket(
+    redis_url, redis, tmp_path, agent_server: AgentServer
+):
+    # Compressed token life: refresh at 1 s, expiry at 2 s (minute 25 and 30).
+    async with sandbox_with(redis_url, tmp_path, token_ttl_s=2, token_refresh_at_s=1) as box:
+        c = await start_conference(box, agent_server)
+        conn = next(x for x in agent_server.connections if x["texts"] and x["texts"][0].get("conference_id"))
+
+        def refreshed() -> list[dict[str, Any]]:
+            return [t for t in conn["texts"] if t.get("type") == "token_refresh"]
+
+        frames = await agent_server.wait_for(refreshed, timeout=5)
+        fresh = frames[-1]["callback_token"]
+        assert fresh.startswith("yt_cb_") and fresh != c.token
+        assert any(
+            s.startswith(f"uuid_audio_fork ^^|{c.ai_leg}|send_text|ai_fork|") for s in box.sim.commands()
+        )
+        state = await in_thread(ai(box).get_call_state, c.call.call_id, callback_token=fresh)
+        assert state["result"]["conference_id"] == c.conference_id
