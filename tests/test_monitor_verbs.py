@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from yotel.errors import APIError, ConferenceMembershipRequired, ConflictError
 
+from bridge.calls.monitors import new_monitor
 from bridge.store.tenants import ALL_SCOPES
 from tests.conftest import AgentServer, in_thread
 from tests.helpers import (
@@ -349,6 +350,29 @@ async def test_barge_on_a_conference_member_clears_the_ai_relation_and_closes_th
     assert f"uuid_audio_fork {r.target} stop {r.bug}" in commands(sandbox, r.target)
     assert await monitors(sandbox, r.cid) == {}
     assert not [c for c in commands(sandbox, r.target) if c.startswith(f"uuid_transfer {r.target}")]
+
+
+async def test_barge_without_a_conference_starts_one_first(sandbox, agent_server: AgentServer):
+    """The API cannot produce this state today (monitor_start needs a conference); the monitor is
+    written through the real store so barge's first step, conference_start's code, is exercised."""
+    call = await start_call(sandbox, agent_server)
+    ai = sdk(sandbox).ai_sessions
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    await sandbox.sim.api(f"originate {{origination_uuid={a}}}{PSTN}+15550001111 &park()")
+    await sandbox.sim.api(f"originate {{origination_uuid={b}}}{PSTN}+15550002222 &park()")
+    assert await sandbox.sim.api(f"uuid_bridge {a} {b}") == f"+OK {b}\n"
+    store = sandbox.runtime.services.monitors.store
+    assert await store.claim(new_monitor(call.call_id, a, "listen", None))
+
+    reply = await in_thread(ai.barge, call.call_id, target_call_id=a, callback_token=call.token)
+    conf_id = reply["result"]["conference_id"]
+    assert conf_id.startswith("conf_") and reply["result"]["member_id"].startswith("mem-")
+    session = await sandbox.runtime.services.sessions.get(call.call_id)
+    assert session.conference_id == conf_id
+    assert f"uuid_transfer {a} -both 'conference:{conf_id}@default' inline" in commands(sandbox, a)
+    await wait_until(lambda: _async(snapshot(sandbox, b)["conference"] == conf_id))
+    assert snapshot(sandbox, a)["conference"] == snapshot(sandbox, call.call_id)["conference"] == conf_id
+    assert await store.of_call(call.call_id) == []
 
 
 # ---------------------------------------------------------------- 403: no relationship
