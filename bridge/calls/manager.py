@@ -75,6 +75,8 @@ class CallManager:
             ("mod_audio_fork::connect_failed", self._on_fork_lost),
             ("mod_audio_fork::disconnect", self._on_fork_lost),
             ("conference::maintenance", self._on_conference),
+            ("mod_audio_fork::play_audio", self._on_ai_audio),
+            ("mod_audio_fork::kill_audio", self._on_ai_audio_killed),
         ):
             self.on(key, handler)
 
@@ -339,6 +341,38 @@ class CallManager:
 
     async def _on_conference(self, event: Event) -> None:
         await self.svc.conferences.on_event(event, self.svc.outbox)
+
+    async def _on_ai_audio(self, event: Event) -> None:
+        """The AI sent audio over its WebSocket (playAudio): mod_audio_fork only wrote it to a file
+        (freeswitch.md §3.2), so the bridge plays it: to the call, or in a conference to the AI
+        leg's far side (loopback-b), whose audio is what the AI says into the room."""
+        session = await self._fork_session(event.unique_id)
+        if session is None or session.terminal:
+            return
+        try:
+            path = json.loads(event.body or "{}").get("file")
+        except ValueError:
+            path = None
+        if not isinstance(path, str) or not path or any(c in path for c in " \r\n'"):
+            log.warning("ai_audio_without_file", call_id=session.call_id)
+            return
+        target = session.extra.get("ai_speech_uuid") or session.call_id
+        try:
+            await self.svc.switch.api(f"uuid_broadcast {target} playback::{path} aleg")
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.warning("ai_audio_not_played", call_id=session.call_id, error=str(exc))
+
+    async def _on_ai_audio_killed(self, event: Event) -> None:
+        """killAudio breaks playback on the fork's own channel; in a conference the AI's audio
+        plays on loopback-b, which the module does not touch, so the bridge breaks it there."""
+        session = await self._fork_session(event.unique_id)
+        speech = session.extra.get("ai_speech_uuid") if session is not None else None
+        if not speech or session is None or session.terminal:
+            return
+        try:
+            await self.svc.switch.api(f"uuid_break {speech} all")
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.warning("ai_audio_not_broken", call_id=session.call_id, error=str(exc))
 
     async def _on_fork_lost(self, event: Event) -> None:
         """The AI's WebSocket dropped or never connected: the agent's ws_disconnect_action decides."""
