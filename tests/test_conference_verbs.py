@@ -685,3 +685,54 @@ async def test_token_refresh_goes_to_the_ai_legs_websocket(
         )
         state = await in_thread(ai(box).get_call_state, c.call.call_id, callback_token=fresh)
         assert state["result"]["conference_id"] == c.conference_id
+
+
+async def test_audio_the_ai_streams_is_played_into_the_conference_and_kill_audio_stops_it(
+    sandbox, agent_server: AgentServer
+):
+    import base64
+
+    c = await start_conference(sandbox, agent_server)
+    b_leg = snapshot(sandbox, c.ai_leg)["variables"]["other_loopback_leg_uuid"]
+    conn = next(x for x in agent_server.connections if x["texts"] and x["texts"][0].get("conference_id"))
+    audio = base64.b64encode(bytes(3200)).decode()
+    play = {
+        "type": "playAudio",
+        "data": {"audioContentType": "raw", "sampleRate": 16000, "audioContent": audio},
+    }
+    await conn["ws"].send_str(json.dumps(play))
+
+    async def broadcast() -> str | None:
+        return next(
+            (s for s in sandbox.sim.commands() if s.startswith(f"uuid_broadcast {b_leg} playback::")), None
+        )
+
+    sent = await wait_until(broadcast)
+    assert sent.endswith(".tmp.r16 aleg")  # the temp file mod_audio_fork wrote on the AI leg
+    await conn["ws"].send_str(json.dumps({"type": "killAudio"}))
+    await wait_until(lambda: _sent(sandbox, f"uuid_break {b_leg} all"))
+
+
+async def test_audio_the_ai_streams_on_a_two_party_call_is_played_to_the_caller(
+    sandbox, agent_server: AgentServer
+):
+    import base64
+
+    call = await start_call(sandbox, agent_server)
+    conn = agent_server.connection(call.call_id)
+    audio = base64.b64encode(bytes(1600)).decode()
+    play = {
+        "type": "playAudio",
+        "data": {"audioContentType": "raw", "sampleRate": 8000, "audioContent": audio},
+    }
+    await conn["ws"].send_str(json.dumps(play))
+
+    async def broadcast() -> str | None:
+        prefix = f"uuid_broadcast {call.call_id} playback::"
+        return next((s for s in sandbox.sim.commands() if s.startswith(prefix)), None)
+
+    assert (await wait_until(broadcast)).endswith(".tmp.r8 aleg")
+
+
+async def _sent(sandbox: Any, command: str) -> bool:
+    return command in sandbox.sim.commands()
