@@ -268,7 +268,8 @@ def monitored_by(target_call_id: str) -> str:
 
 
 # ---------------------------------------------------------------- supervisors and escalations
-# session:{call_id}:escalation       string the call's pending escalation id (one at a time)     TTL SESSION_TTL_S
+# session:{call_id}:escalation       string the call's pending escalation id (one at a time)
+#                                           TTL SESSION_TTL_S
 # supervisor:{tid}:{sid}             hash   supervisor_id, tenant_id, name, contact, first_seen, last_seen
 #                                           (the profile outlives the socket, so conference_add can tell
 #                                           "unknown" from "off duty")                             no TTL
@@ -276,7 +277,8 @@ def monitored_by(target_call_id: str) -> str:
 #                                           lease expiry (ms); heartbeats renew, a dead instance's lapse
 # supervisor:{tid}:{sid}:duty        zset   the same, only the connections that are on duty
 # tenant:{tid}:supervisors           set    supervisor ids
-# tenant:{tid}:escalations (above)   zset   every escalation id by created_at (ms), trimmed to ESCALATIONS_KEPT
+# tenant:{tid}:escalations (above)   zset   every escalation id by created_at (ms), trimmed to
+#                                           ESCALATIONS_KEPT
 # supervision                        pub/sub channel: {"tenant_id", "type", "escalation"} for every instance
 
 ESCALATIONS_KEPT = 1000
