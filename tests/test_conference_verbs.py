@@ -736,3 +736,29 @@ async def test_audio_the_ai_streams_on_a_two_party_call_is_played_to_the_caller(
 
 async def _sent(sandbox: Any, command: str) -> bool:
     return command in sandbox.sim.commands()
+
+
+@pytest.mark.parametrize("verb", ["hangup", "transfer"])
+async def test_ending_the_session_from_a_conference_drops_the_ai_leg(
+    sandbox, agent_server: AgentServer, verb
+):
+    c = await start_conference(sandbox, agent_server)
+    cid = c.call.call_id
+    if verb == "hangup":
+        await in_thread(ai(sandbox).hangup, cid, callback_token=c.token)
+    else:
+        await in_thread(
+            ai(sandbox).transfer,
+            cid,
+            destination_type="agent_queue",
+            destination="support",
+            callback_token=c.token,
+        )
+    await wait_until(lambda: _gone(sandbox, c.ai_leg))
+    assert f"uuid_kill {c.ai_leg} NORMAL_CLEARING" in sandbox.sim.commands()
+    session = await sandbox.runtime.services.sessions.get(cid)
+    assert session.outcome == ("hangup" if verb == "hangup" else "transferred_agent_queue")
+    if verb == "transfer":
+        # The caller left the room for the queue; nobody is left in the conference.
+        await wait_until(lambda: _count(sandbox, c.conference_id, 0))
+        assert snapshot(sandbox, cid)["callcenter"] is not None
