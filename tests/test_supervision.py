@@ -460,3 +460,43 @@ async def test_a_replay_returns_the_same_escalation_and_a_transfer_closes_it(
         assert closed["escalation"]["closed_reason"] == "transferred_agent_queue"
         late = await claim(sandbox, key, esc_id, "sup-ann")
         assert late.status == 409 and late.code == "escalation_closed"
+
+
+# ---------------------------------------------------------------- the whole flow, with a conference
+
+
+async def test_claimed_supervisor_is_conferenced_in_and_the_escalation_shows_the_room(
+    sandbox, agent_server: AgentServer
+):
+    key = await supervisor_key(sandbox)
+    call = await start_call(sandbox, agent_server)
+    ai = sdk(sandbox).ai_sessions
+    async with console(sandbox.info.base_url, key, "sup-ann", contact="user/1002@127.0.0.1") as ann:
+        esc_id = await escalate(sandbox, call)
+        await ann.next_of("escalation.created")
+        assert (await claim(sandbox, key, esc_id, "sup-ann")).status == 200
+
+        # The AI brings the supervisor who claimed it into the call.
+        conf_id = (await in_thread(ai.conference_start, call.call_id, callback_token=call.token))["result"][
+            "conference_id"
+        ]
+        added = await in_thread(
+            ai.conference_add,
+            call.call_id,
+            participant_type="supervisor",
+            destination="sup-ann",
+            callback_token=call.token,
+        )
+        assert added["result"]["member_id"].startswith("mem-")
+
+        async def room() -> dict[str, Any] | None:
+            one = await http(sandbox, "GET", f"/api/v1/escalations/{esc_id}", auth=key)
+            state = one.body["call_state"]
+            return (
+                state
+                if sorted(state["current_participants"]) == ["ai_agent", "caller", "supervisor"]
+                else None
+            )
+
+        state = await wait_until(room)
+        assert state["conference_id"] == conf_id and state["state"] == "in_progress"
