@@ -45,6 +45,8 @@ async def test_the_hot_path_has_a_redis_py_client_of_its_own(sandbox, agent_serv
     parser = "_AsyncHiredisParser" if HIREDIS_AVAILABLE else "_AsyncRESP2Parser"
     conns = [*pool._available_connections, *pool._in_use_connections]
     assert conns and {type(c._parser).__name__ for c in conns} == {parser}
+    # Closing the client (at shutdown) closes its pool's connections.
+    assert own.auto_close_connection_pool is True
 
 
 async def test_scripts_are_loaded_again_after_redis_forgets_them(

@@ -131,8 +131,9 @@ def dedicated(client: aioredis.Redis, *, max_connections: int = 64) -> aioredis.
         "retry": Retry(NoBackoff(), 0),
         "client_name": f"bridge-{os.getpid()}-control",
     }
-    return aioredis.Redis(
-        connection_pool=aioredis.BlockingConnectionPool(
+    # from_pool: the client owns the pool, so its aclose() closes the connections too.
+    return aioredis.Redis.from_pool(
+        aioredis.BlockingConnectionPool(
             connection_class=pool.connection_class, max_connections=max_connections, timeout=None, **kwargs
         )
     )
