@@ -42,6 +42,7 @@ CLOSE_BAD_HELLO = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TIMEOUT = 4408
+CLOSE_UNAVAILABLE = 1011
 
 SUPERVISOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$"
 # A dial string conference_add can put after `originate`: one endpoint, no spaces, no `,` (that
@@ -114,8 +115,12 @@ async def supervisor_ws(request: web.Request) -> web.StreamResponse:
         if not isinstance(raw, dict) or raw.get("type") != "hello":
             raise ValueError("not a hello")
         hello = _Hello.model_validate(raw)
-    except (ValueError, ValidationError) as exc:
-        return await _refuse(ws, CLOSE_BAD_HELLO, "invalid_hello", f"bad hello frame: {exc}"[:300])
+    except ValidationError as exc:
+        # Field names and reasons only: the frame's values (the key among them) are not echoed.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return await _refuse(ws, CLOSE_BAD_HELLO, "invalid_hello", f"bad hello frame: {problems}"[:300])
+    except ValueError:
+        return await _refuse(ws, CLOSE_BAD_HELLO, "invalid_hello", "the first frame must be a JSON hello")
 
     principal = header_principal
     if principal is None:
@@ -137,23 +142,31 @@ async def supervisor_ws(request: web.Request) -> web.StreamResponse:
     # never lost (the console dedupes on escalation_id).
     hub.add(conn)
     try:
-        await svc.supervisors.connect(
-            conn.tenant_id, conn.supervisor_id, conn.conn_id, name=hello.name, contact=hello.contact
-        )
-        supervisor = await svc.supervisors.get(conn.tenant_id, conn.supervisor_id)
-        await conn.open(
-            {
+        try:
+            await svc.supervisors.connect(
+                conn.tenant_id, conn.supervisor_id, conn.conn_id, name=hello.name, contact=hello.contact
+            )
+            supervisor = await svc.supervisors.get(conn.tenant_id, conn.supervisor_id)
+            welcome = {
                 "type": "welcome",
                 "supervisor": supervisor.public() if supervisor else None,
                 "on_duty": True,
                 "escalations": await hub.open_escalations(conn.tenant_id),
             }
-        )
+        except Exception as exc:
+            log.warning("supervisor_connect_failed", supervisor_id=conn.supervisor_id, error=str(exc))
+            return await _refuse(ws, CLOSE_UNAVAILABLE, "store_unavailable", "Redis is not reachable")
+        await conn.open(welcome)
         log.info("supervisor_connected", tenant_id=conn.tenant_id, supervisor_id=conn.supervisor_id)
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 continue
-            await _on_frame(svc, hub, conn, msg.data)
+            try:
+                await _on_frame(svc, hub, conn, msg.data)
+            except Exception as exc:
+                # Redis trouble must not kill the socket (nor reach the HTTP error middleware).
+                log.warning("supervisor_frame_failed", supervisor_id=conn.supervisor_id, error=str(exc))
+                await conn.send({"type": "error", "code": "store_unavailable", "message": "try again"})
     finally:
         hub.remove(conn)
         with contextlib.suppress(Exception):
