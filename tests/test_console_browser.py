@@ -95,6 +95,13 @@ async def test_console_shows_an_escalation_live_and_claims_it(
     assert await page.is_visible("#empty")
     # A marker that only survives if the page is never reloaded.
     await page.evaluate("window.__sameDocument = 'yes'")
+    # A second supervisor's console, to see the claim reach it live.
+    bob = await browser.new_page()
+    await bob.goto(f"{base}/console")
+    await bob.fill("#api-key", key)
+    await bob.fill("#supervisor-id", "sup-bob")
+    await bob.click("#connect")
+    await bob.wait_for_selector("#status.online")
     supervisor = await sandbox.runtime.services.supervisors.get("acme", "sup-ann")
     assert supervisor is not None and supervisor.on_duty and supervisor.contact == "user/1001@lab"
 
@@ -129,6 +136,12 @@ async def test_console_shows_an_escalation_live_and_claims_it(
     claimed_panel = await page.inner_text("#claimed-escalation")
     assert esc_id in claimed_panel and "sup-ann" in claimed_panel and call.call_id in claimed_panel
     assert await page.evaluate("window.__sameDocument") == "yes"
+
+    # Bob's console saw it arrive, and now sees who took it; his Claim button is gone.
+    await bob.wait_for_selector(f'{item}[data-status="claimed"]')
+    assert "Claimed by sup-ann" in await bob.inner_text(item)
+    assert await bob.query_selector(f"{item} button.claim") is None
+    assert await bob.inner_text("#count") == "0 waiting"
 
     shot = tmp_path / "console.png"
     await page.screenshot(path=str(shot), full_page=True)
