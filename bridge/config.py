@@ -61,7 +61,6 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     data_dir: Path = Path("var")
-    public_base_url: str | None = None
 
     # FreeSWITCH side
     recordings_dir: str = "/usr/local/freeswitch/recordings"
@@ -83,7 +82,6 @@ class Settings:
     token_ttl_s: int = 1800
     token_refresh_at_s: int = 1500
     ws_session_token_ttl_s: int = 86400
-    session_timeout_s: int = 1800
 
     # Control endpoint
     rate_limit_per_s: int = 10
@@ -110,7 +108,6 @@ class Settings:
             http_host=_env("BRIDGE_HOST", d.http_host),
             http_port=_env_int("BRIDGE_PORT", d.http_port),
             data_dir=Path(_env("BRIDGE_DATA_DIR", str(d.data_dir))),
-            public_base_url=os.environ.get("BRIDGE_PUBLIC_BASE_URL") or None,
             recordings_dir=_env("BRIDGE_RECORDINGS_DIR", d.recordings_dir),
             gateway=_env("BRIDGE_GATEWAY", d.gateway),
             sip_profile=_env("BRIDGE_SIP_PROFILE", d.sip_profile),
@@ -130,7 +127,6 @@ class Settings:
             token_ttl_s=_env_int("BRIDGE_TOKEN_TTL_S", d.token_ttl_s),
             token_refresh_at_s=_env_int("BRIDGE_TOKEN_REFRESH_AT_S", d.token_refresh_at_s),
             ws_session_token_ttl_s=_env_int("BRIDGE_WS_SESSION_TOKEN_TTL_S", d.ws_session_token_ttl_s),
-            session_timeout_s=_env_int("BRIDGE_SESSION_TIMEOUT_S", d.session_timeout_s),
             rate_limit_per_s=_env_int("BRIDGE_RATE_LIMIT_PER_S", d.rate_limit_per_s),
             idempotency_ttl_s=_env_int("BRIDGE_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s),
             idempotency_short_ttl_s=_env_int("BRIDGE_IDEMPOTENCY_SHORT_TTL_S", d.idempotency_short_ttl_s),

@@ -23,7 +23,7 @@ from bridge.verbs.models import GetCallState, Hangup, Log, SetDisposition, Trans
 log = structlog.get_logger(__name__)
 
 # A caller id FreeSWITCH can present as is; anything else (withheld, "anonymous") is left out.
-_PRESENTABLE_RE = re.compile(r"^\+?[0-9]{3,20}$")
+PRESENTABLE_RE = re.compile(r"^\+?[0-9]{3,20}$")
 
 
 # ---------------------------------------------------------------- transfer
@@ -45,7 +45,7 @@ def transfer_dialplan(settings: Settings, session: Session, cmd: Transfer) -> st
         return f"callcenter:{queue}"
     variables = []
     number = customer_number(session)
-    if _PRESENTABLE_RE.match(number or ""):
+    if PRESENTABLE_RE.match(number or ""):
         # The agent who picks up sees which customer it is.
         variables.append(f"origination_caller_id_number={number}")
     variables.append("ignore_early_media=true")
@@ -88,7 +88,7 @@ async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
     except (SwitchError, SwitchUnavailable):
         await svc.sessions.compare_and_set(call_id, "transfer", pending, "")
         if fork_stopped:
-            await _reopen_fork(ctx)
+            await reopen_fork(ctx)
         raise
 
     outcome = f"transferred_{cmd.destination_type}"
@@ -119,7 +119,7 @@ async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
     return {}
 
 
-async def _reopen_fork(ctx: VerbContext) -> None:
+async def reopen_fork(ctx: VerbContext) -> None:
     """The switch refused the transfer after the AI's fork was stopped: give the AI its audio back
     with a fresh metadata frame (and token), the same frame a new call gets plus `resumed`."""
     svc, session, call_id = ctx.svc, ctx.session, ctx.call_id

@@ -30,7 +30,7 @@ from bridge.calls.conferences import (
 )
 from bridge.calls.manager import FORK_BUGNAME
 from bridge.verbs.base import VerbContext, verb
-from bridge.verbs.call_control import _PRESENTABLE_RE, _reopen_fork, customer_number
+from bridge.verbs.call_control import PRESENTABLE_RE, customer_number, reopen_fork
 from bridge.verbs.common import PENDING, audit, begin, in_progress, require_answered, settle, terminated
 from bridge.verbs.models import ConferenceAdd, ConferenceLeave, ConferenceRemove, ConferenceStart
 
@@ -178,7 +178,7 @@ async def _undo_start(ctx: VerbContext, conf: Conference, stage: str) -> None:
             await svc.switch.api(f"uuid_transfer {call_id} park inline")
         except (SwitchError, SwitchUnavailable) as exc:
             log.error("conference_caller_not_parked", call_id=call_id, error=str(exc))
-        await _reopen_fork(ctx)
+        await reopen_fork(ctx)
     await svc.conferences.update(conf.conference_id, ai_left="1")
     await settle(ctx, "conference_id", "")
 
@@ -225,7 +225,7 @@ async def conference_add(ctx: VerbContext, cmd: ConferenceAdd) -> dict[str, Any]
         "ignore_early_media": "true",
     }
     number = customer_number(session)
-    if _PRESENTABLE_RE.match(number or ""):
+    if PRESENTABLE_RE.match(number or ""):
         # Whoever picks up sees which customer the conference is about.
         variables["origination_caller_id_number"] = number
     originate = f"originate {_var_block(variables)}{endpoint} &conference({conf.name}@{conf.profile})"
