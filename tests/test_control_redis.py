@@ -59,6 +59,9 @@ async def test_scripts_are_loaded_again_after_redis_forgets_them(
     # Admission (claim), the stored answer and a replay all run on freshly loaded scripts.
     again = await control(sandbox, call.call_id, {"event": "unhold"}, auth=call.token, idempotency_key="k2")
     assert again.status == 200
+    # The answer is stored while it is sent: let that land first, or the flush below could
+    # fall between its script's reload and its run (then nothing is stored and k2 runs again).
+    await pipeline_of(sandbox).drain()
     await redis.script_flush()
     replay = await control(sandbox, call.call_id, {"event": "unhold"}, auth=call.token, idempotency_key="k2")
     assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
