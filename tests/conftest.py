@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.config import Settings
 from bridge.store.redis import EmbeddedRedis, connect
+from tests.sim_helpers import RawEsl
 
 
 @pytest.fixture(scope="session")
@@ -181,3 +182,14 @@ async def agent_server() -> AsyncIterator[AgentServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def esl(sim: Any) -> AsyncIterator[RawEsl]:
+    """A raw ESL connection to the module's `sim` fixture (the simulator tests define `sim`)."""
+    client = await RawEsl.connect(sim.port)
+    try:
+        yield client
+    finally:
+        await client.close()
+

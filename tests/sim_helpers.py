@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bridge.esl.protocol import Event, Frame, encode_command, parse_event, read_frame
+from bridge.sim.server import SwitchSimulator
 
 
 class RawEsl:
@@ -118,3 +119,14 @@ def named(name: str, **headers: str) -> Callable[[Event], bool]:
         return e.key == name and all(e.get(k.replace("_", "-")) == v for k, v in headers.items())
 
     return match
+
+
+@contextlib.asynccontextmanager
+async def running_sim(**options: Any) -> AsyncIterator[SwitchSimulator]:
+    """A started switch simulator on a free port, stopped afterwards."""
+    switch = SwitchSimulator(**options)
+    await switch.start()
+    try:
+        yield switch
+    finally:
+        await switch.stop()

@@ -15,11 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from bridge.sim.server import SwitchSimulator
-
-try:
-    from tests.sim_helpers import RawEsl, named
-except ImportError:  # run with plain `pytest`: tests/ itself is on sys.path
-    from sim_helpers import RawEsl, named  # type: ignore[no-redef]
+from tests.sim_helpers import RawEsl, named, running_sim
 
 
 class AgentWs:
@@ -100,21 +96,8 @@ class AgentWs:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SwitchSimulator]:
-    switch = SwitchSimulator(answer_delay_s=0.01, audio_frame_ms=20)
-    await switch.start()
-    try:
+    async with running_sim(answer_delay_s=0.01, audio_frame_ms=20) as switch:
         yield switch
-    finally:
-        await switch.stop()
-
-
-@pytest.fixture
-async def esl(sim: SwitchSimulator) -> AsyncIterator[RawEsl]:
-    client = await RawEsl.connect(sim.port)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture

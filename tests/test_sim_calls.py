@@ -8,32 +8,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.sim.server import SwitchSimulator
-
-try:
-    from tests.sim_helpers import RawEsl, named
-except ImportError:  # run with plain `pytest`: tests/ itself is on sys.path
-    from sim_helpers import RawEsl, named  # type: ignore[no-redef]
+from tests.sim_helpers import RawEsl, named, running_sim
 
 PSTN = "sofia/gateway/pstn/"
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SwitchSimulator]:
-    switch = SwitchSimulator(answer_delay_s=0.02, playback_duration_s=0.05)
-    await switch.start()
-    try:
+    async with running_sim(answer_delay_s=0.02, playback_duration_s=0.05) as switch:
         yield switch
-    finally:
-        await switch.stop()
-
-
-@pytest.fixture
-async def esl(sim: SwitchSimulator) -> AsyncIterator[RawEsl]:
-    client = await RawEsl.connect(sim.port)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def answered_call(sim: SwitchSimulator, esl: RawEsl, caller: str = "+15550001") -> str:

@@ -21,11 +21,7 @@ import pytest
 
 from bridge.esl.protocol import Event, Frame, parse_event, parse_frames
 from bridge.sim.server import SwitchSimulator
-
-try:
-    from tests.sim_helpers import RawEsl
-except ImportError:  # run with plain `pytest`: tests/ itself is on sys.path
-    from sim_helpers import RawEsl  # type: ignore[no-redef]
+from tests.sim_helpers import RawEsl
 
 CAPTURES = Path(os.environ.get("ESL_CAPTURES_DIR", "/work/shared/esl-captures"))
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason=f"no ESL captures at {CAPTURES}")
@@ -243,15 +239,6 @@ async def sim() -> AsyncIterator[SwitchSimulator]:
         yield switch
     finally:
         await switch.stop()
-
-
-@pytest.fixture
-async def esl(sim: SwitchSimulator) -> AsyncIterator[RawEsl]:
-    client = await RawEsl.connect(sim.port)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def b_leg(sim: SwitchSimulator, esl: RawEsl) -> str:

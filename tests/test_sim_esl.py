@@ -10,11 +10,7 @@ import pytest
 
 from bridge.esl.protocol import read_frame
 from bridge.sim.server import SwitchSimulator
-
-try:
-    from tests.sim_helpers import RawEsl, named
-except ImportError:  # run with plain `pytest`: tests/ itself is on sys.path
-    from sim_helpers import RawEsl, named  # type: ignore[no-redef]
+from tests.sim_helpers import RawEsl, named
 
 
 @pytest.fixture

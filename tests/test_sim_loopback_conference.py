@@ -10,32 +10,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.sim.server import SwitchSimulator
-
-try:
-    from tests.sim_helpers import RawEsl, named
-except ImportError:  # run with plain `pytest`: tests/ itself is on sys.path
-    from sim_helpers import RawEsl, named  # type: ignore[no-redef]
+from tests.sim_helpers import RawEsl, named, running_sim
 
 LEG = "5b0c6d3e-aaaa-4bbb-8ccc-0123456789ab"
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SwitchSimulator]:
-    switch = SwitchSimulator(answer_delay_s=0.02, playback_duration_s=0.05)
-    await switch.start()
-    try:
+    async with running_sim(answer_delay_s=0.02, playback_duration_s=0.05) as switch:
         yield switch
-    finally:
-        await switch.stop()
-
-
-@pytest.fixture
-async def esl(sim: SwitchSimulator) -> AsyncIterator[RawEsl]:
-    client = await RawEsl.connect(sim.port)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def member_action(action: str, uuid: str):

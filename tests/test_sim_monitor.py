@@ -11,34 +11,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.sim.server import SwitchSimulator
-
-try:
-    from tests.sim_helpers import RawEsl, named
-    from tests.test_sim_audio_fork import AgentWs, start_cmd
-except ImportError:  # run with plain `pytest`: tests/ itself is on sys.path
-    from sim_helpers import RawEsl, named  # type: ignore[no-redef]
-    from test_sim_audio_fork import AgentWs, start_cmd  # type: ignore[no-redef]
+from tests.sim_helpers import RawEsl, named, running_sim
+from tests.test_sim_audio_fork import AgentWs, start_cmd
 
 PSTN = "sofia/gateway/pstn/"
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SwitchSimulator]:
-    switch = SwitchSimulator(answer_delay_s=0.01, audio_frame_ms=20, playback_duration_s=0.3)
-    await switch.start()
-    try:
+    async with running_sim(answer_delay_s=0.01, audio_frame_ms=20, playback_duration_s=0.3) as switch:
         yield switch
-    finally:
-        await switch.stop()
-
-
-@pytest.fixture
-async def esl(sim: SwitchSimulator) -> AsyncIterator[RawEsl]:
-    client = await RawEsl.connect(sim.port)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture
