@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
 from yotel import errors
-from yotel.webhook import verify
 
 from tests.conftest import AgentServer, in_thread
 from tests.helpers import (
@@ -22,13 +20,13 @@ from tests.helpers import (
     LiveCall,
     control,
     end_call,
-    http,
     sandbox_with,
     sdk,
     snapshot,
     start_call,
     wait_until,
 )
+from tests.webhook_receiver import Receiver, subscribed
 
 PSTN_PERSON = "+15557654321"
 
@@ -40,68 +38,11 @@ async def sandbox(redis_url: str, redis: Any, tmp_path: Any) -> Any:
         yield box
 
 
-# ---------------------------------------------------------------- a customer's webhook endpoint
-
-
-@dataclass
-class Hook:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
-
-
-class Receiver:
-    """A webhook endpoint subscribed through the webhooks API; every request is verified with the
-    SDK's verifier and the subscription's secret."""
-
-    def __init__(self) -> None:
-        self.hooks: list[Hook] = []
-        self.secret = ""
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        hook = Hook(dict(request.headers), await request.read())
-        verify(raw_body=hook.body, headers=hook.headers, signing_secret=self.secret)  # raises if not ours
-        self.hooks.append(hook)
-        return web.Response(text="ok")
-
-    def of(self, event_type: str, call_id: str) -> list[dict[str, Any]]:
-        return [
-            h.json["data"]
-            for h in self.hooks
-            if h.json["event_type"] == event_type and h.json["data"].get("call_id") == call_id
-        ]
-
-
 @pytest.fixture
 async def receiver(sandbox: Any) -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    await rec.start()
-    reply = await http(sandbox, "POST", "/api/v1/webhooks", {"url": rec.url, "event_types": ["ai_session.*"]})
-    assert reply.status == 201, reply.body
-    rec.secret = reply.body["signing_secret"]
-    try:
+    """A customer endpoint subscribed to ai_session.*; every request is checked with the SDK."""
+    async with subscribed(sandbox, ["ai_session.*"]) as rec:
         yield rec
-    finally:
-        await rec.stop()
 
 
 # ---------------------------------------------------------------- helpers

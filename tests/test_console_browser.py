@@ -20,8 +20,8 @@ import pytest
 from playwright import async_api as playwright_api
 
 from tests.conftest import AgentServer, in_thread
-from tests.helpers import http, sdk, start_call, wait_until
-from tests.test_webhooks_delivery import Receiver
+from tests.helpers import sdk, start_call, wait_until
+from tests.webhook_receiver import Receiver, subscribed
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -53,13 +53,9 @@ async def browser() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    await rec.start()
-    try:
+async def receiver(sandbox: Any) -> AsyncIterator[Receiver]:
+    async with subscribed(sandbox, ["ai_session.escalated"]) as rec:
         yield rec
-    finally:
-        await rec.stop()
 
 
 def escalated(receiver: Receiver) -> list[Any]:
@@ -70,11 +66,6 @@ async def test_console_shows_an_escalation_live_and_claims_it(
     sandbox, agent_server: AgentServer, receiver: Receiver, browser: Any, tmp_path: Path
 ):
     base = sandbox.info.base_url
-    sub = await http(
-        sandbox, "POST", "/api/v1/webhooks", {"url": receiver.url, "event_types": ["ai_session.escalated"]}
-    )
-    assert sub.status == 201, sub.body
-    receiver.secrets["current"] = sub.body["signing_secret"]
     key, _ = await sandbox.runtime.services.tenants.create_key("acme", ["supervisors:act"])
     call = await start_call(sandbox, agent_server)
 

@@ -32,7 +32,7 @@ from tests.helpers import (
     start_call,
     wait_until,
 )
-from tests.test_conference_verbs import Receiver  # verifies every request with the SDK
+from tests.webhook_receiver import Receiver, subscribed
 
 TIP = "https://cdn.example.com/coach/upsell-tip.wav"
 PSTN = "sofia/gateway/pstn/"
@@ -48,15 +48,8 @@ async def sandbox(redis_url: str, redis: Any, tmp_path: Any) -> Any:
 @pytest.fixture
 async def webhooks(sandbox: Any) -> AsyncIterator[Receiver]:
     """A customer endpoint subscribed to ai_session.* through the webhooks API."""
-    rec = Receiver()
-    await rec.start()
-    reply = await http(sandbox, "POST", "/api/v1/webhooks", {"url": rec.url, "event_types": ["ai_session.*"]})
-    assert reply.status == 201, reply.body
-    rec.secret = reply.body["signing_secret"]
-    try:
+    async with subscribed(sandbox, ["ai_session.*"]) as rec:
         yield rec
-    finally:
-        await rec.stop()
 
 
 @dataclass

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -22,83 +20,9 @@ from bridge.store import keys
 from bridge.store.redis import connect
 from bridge.webhooks.deliveries import DeliveryQueue, now_ms
 from bridge.webhooks.service import WebhookService
+from tests.webhook_receiver import Received, Receiver, statuses
 
 BASE = "/api/v1/webhooks"
-
-
-# ---------------------------------------------------------------- a customer's webhook endpoint
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    at: float
-    # What the SDK said at the moment the request arrived (the replay window is checked against now).
-    verified_with: dict[str, bool] = field(default_factory=dict)
-
-    @property
-    def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
-
-
-Behaviour = Callable[[int, Received], Awaitable[web.StreamResponse]]
-
-
-async def ok(_n: int, _r: Received) -> web.StreamResponse:
-    return web.Response(status=200, text="ok")
-
-
-def statuses(*codes: int) -> Behaviour:
-    """Answer the n-th request with codes[n], then 200 for ever."""
-
-    async def answer(n: int, _r: Received) -> web.StreamResponse:
-        return web.Response(status=codes[n] if n < len(codes) else 200, text="x")
-
-    return answer
-
-
-class Receiver:
-    def __init__(self, behaviour: Behaviour = ok) -> None:
-        self.behaviour = behaviour
-        self.requests: list[Received] = []
-        self.secrets: dict[str, str] = {}  # name -> secret to try the SDK verifier with on arrival
-        self.in_flight = 0
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        rec = Received(dict(request.headers), await request.read(), time.monotonic())
-        for name, secret in self.secrets.items():
-            try:
-                verify(raw_body=rec.body, headers=rec.headers, signing_secret=secret)
-                rec.verified_with[name] = True
-            except InvalidSignature:
-                rec.verified_with[name] = False
-        n = len(self.requests)
-        self.requests.append(rec)
-        self.in_flight += 1
-        try:
-            return await self.behaviour(n, rec)
-        finally:
-            self.in_flight -= 1
-
-    def event_ids(self) -> list[str]:
-        return [r.json["event_id"] for r in self.requests]
 
 
 @pytest.fixture
