@@ -12,7 +12,10 @@ import pytest
 
 from bridge.sim.server import SwitchSimulator
 from tests.sim_helpers import RawEsl, named, running_sim
-from tests.test_sim_audio_fork import AgentWs, start_cmd
+
+# `agent`: the AI WebSocket server fixture of the audio fork tests, reused as is.
+from tests.test_sim_audio_fork import agent as agent
+from tests.test_sim_audio_fork import start_cmd
 
 PSTN = "sofia/gateway/pstn/"
 
@@ -21,16 +24,6 @@ PSTN = "sofia/gateway/pstn/"
 async def sim() -> AsyncIterator[SwitchSimulator]:
     async with running_sim(answer_delay_s=0.01, audio_frame_ms=20, playback_duration_s=0.3) as switch:
         yield switch
-
-
-@pytest.fixture
-async def agent() -> AsyncIterator[AgentWs]:
-    server = AgentWs()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def answered(sim: SwitchSimulator, esl: RawEsl, caller: str = "+15550001") -> str:
