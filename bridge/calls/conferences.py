@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 import structlog
 
-from bridge.calls.sessions import iso
+from bridge.calls.sessions import iso, now_iso
 from bridge.store import keys
 
 if TYPE_CHECKING:
@@ -86,14 +86,7 @@ class Participant:
     muted: bool
 
     def public(self) -> dict[str, Any]:
-        return {
-            "member_id": self.member_id,
-            "type": self.type,
-            "destination": self.destination,
-            "call_id": self.call_id,
-            "joined_at": self.joined_at,
-            "muted": self.muted,
-        }
+        return asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -341,7 +334,3 @@ class ConferenceStore:
             joined_at=iso(joined) or now_iso(),
             muted=event.get("Speak") == "false",
         )
-
-
-def now_iso() -> str:
-    return iso(time.time()) or ""

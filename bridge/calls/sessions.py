@@ -35,6 +35,10 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def now_iso() -> str:
+    return iso(time.time()) or ""
+
+
 def _f(raw: dict[str, str], name: str) -> float | None:
     value = raw.get(name)
     return float(value) if value else None

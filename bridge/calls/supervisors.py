@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 from ulid import ULID
 
-from bridge.calls.sessions import Session, iso
+from bridge.calls.sessions import Session, iso, now_iso
 from bridge.store import keys
 
 if TYPE_CHECKING:
@@ -37,6 +37,11 @@ HEARTBEAT_S = 15.0
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _lease_expiry(now_ms: int | None = None) -> int:
+    """When a connection's lease lapses unless its instance renews it."""
+    return (now_ms if now_ms is not None else _now_ms()) + keys.SUPERVISOR_LEASE_S * 1000
 
 
 # ---------------------------------------------------------------- supervisors and duty
@@ -100,7 +105,7 @@ class SupervisorStore:
         """A socket authenticated: the profile is written, the connection is on duty."""
         profile = keys.supervisor(tenant_id, supervisor_id)
         now = time.time()
-        expiry = _now_ms() + keys.SUPERVISOR_LEASE_S * 1000
+        expiry = _lease_expiry()
         fields: dict[str, str] = {
             "supervisor_id": supervisor_id,
             "tenant_id": tenant_id,
@@ -121,7 +126,7 @@ class SupervisorStore:
     async def set_duty(self, tenant_id: str, supervisor_id: str, conn_id: str, on_duty: bool) -> None:
         duty = keys.supervisor_duty(tenant_id, supervisor_id)
         if on_duty:
-            await self.redis.zadd(duty, {conn_id: _now_ms() + keys.SUPERVISOR_LEASE_S * 1000})
+            await self.redis.zadd(duty, {conn_id: _lease_expiry()})
         else:
             await self.redis.zrem(duty, conn_id)
 
@@ -137,7 +142,7 @@ class SupervisorStore:
         if not conns:
             return
         now = _now_ms()
-        expiry = now + keys.SUPERVISOR_LEASE_S * 1000
+        expiry = _lease_expiry(now)
         async with self.redis.pipeline(transaction=False) as pipe:
             for conn in conns:
                 conns_key = keys.supervisor_conns(conn.tenant_id, conn.supervisor_id)
@@ -236,21 +241,7 @@ class Escalation:
         return self.status in OPEN_STATUSES
 
     def public(self) -> dict[str, Any]:
-        return {
-            "escalation_id": self.escalation_id,
-            "call_id": self.call_id,
-            "tenant_id": self.tenant_id,
-            "reason": self.reason,
-            "urgency": self.urgency,
-            "status": self.status,
-            "created_at": self.created_at,
-            "supervisor_id": self.supervisor_id,
-            "claimed_at": self.claimed_at,
-            "closed_at": self.closed_at,
-            "closed_reason": self.closed_reason,
-            "caller": self.caller,
-            "voice_agent_id": self.voice_agent_id,
-        }
+        return asdict(self)
 
     def webhook(self) -> dict[str, Any]:
         """The `ai_session.escalated` payload (docs/webhooks.md)."""
@@ -333,7 +324,7 @@ class EscalationStore:
         return [e for e in found if statuses is None or e.status in statuses]
 
     async def claim(self, esc: Escalation, supervisor_id: str) -> tuple[ClaimResult, str]:
-        claimed_at = iso(time.time()) or ""
+        claimed_at = now_iso()
         reply = await self._claim(
             keys=[keys.escalation(esc.escalation_id), keys.call_escalation(esc.call_id)],
             args=[esc.tenant_id, supervisor_id, claimed_at, esc.escalation_id],
@@ -349,7 +340,7 @@ class EscalationStore:
                 continue
             reply = await self._close(
                 keys=[keys.escalation(esc_id), keys.call_escalation(call_id)],
-                args=[iso(time.time()) or "", reason, esc_id],
+                args=[now_iso(), reason, esc_id],
             )
             if int(reply[0]) == 1:
                 esc = await self.get(esc_id)

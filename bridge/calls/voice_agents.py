@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -17,6 +16,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ulid import ULID
 
+from bridge.calls.sessions import now_iso
 from bridge.store import keys
 
 TokenLifetime = Literal["30min_with_refresh", "ws_session"]
@@ -114,10 +114,6 @@ class VoiceAgent(BaseModel):
         return int(self.audio_format.get("sample_rate_hz", 16000))
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 # Takes a slot for ARGV[1] if fewer than ARGV[2] are held. 1 taken (or already held), 0 full.
 _ACQUIRE = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
@@ -133,7 +129,7 @@ class VoiceAgentStore:
         self._acquire = redis.register_script(_ACQUIRE)
 
     async def create(self, tenant_id: str, body: VoiceAgentCreate) -> VoiceAgent:
-        now = _now_iso()
+        now = now_iso()
         agent = VoiceAgent(
             id=f"va_{ULID()}", tenant_id=tenant_id, created_at=now, updated_at=now, **body.model_dump()
         )
@@ -162,7 +158,7 @@ class VoiceAgentStore:
         return [a for a in agents if status is None or a.status == status]
 
     async def save(self, agent: VoiceAgent) -> VoiceAgent:
-        agent = agent.model_copy(update={"updated_at": _now_iso()})
+        agent = agent.model_copy(update={"updated_at": now_iso()})
         await self.redis.set(keys.voice_agent(agent.id), agent.model_dump_json())
         return agent
 

@@ -10,7 +10,6 @@ or puts the old one back.
 from __future__ import annotations
 
 import json
-import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import structlog
 from redis.commands.core import AsyncScript
 
 from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
-from bridge.calls.sessions import iso
+from bridge.calls.sessions import now_iso
 from bridge.calls.switch import Switch
 from bridge.store import keys
 from bridge.verbs.base import VerbContext
@@ -146,10 +145,6 @@ async def run_steps(switch: Switch, steps: Sequence[Step]) -> None:
 # ---------------------------------------------------------------- audit log (metadata.logs[])
 
 MAX_LOG_ENTRIES = 1000
-
-
-def now_iso() -> str:
-    return iso(time.time()) or ""
 
 
 async def audit(ctx: VerbContext, event: str, **fields: Any) -> None:
