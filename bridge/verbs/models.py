@@ -60,7 +60,6 @@ PlainName = Annotated[str, AfterValidator(_name)]
 Metadata = dict[str, Any]
 
 
-
 class _Verb(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
