@@ -1,7 +1,8 @@
 """The error envelope every response uses: `{"detail": {"code", "message"}}` plus a request id.
 
-Handlers raise ApiError; the middleware here turns it, and every failure nobody expected,
-into that envelope. Nothing reaches the client as a traceback.
+Handlers raise ApiError (bridge.errors, so the call layer can raise it without importing HTTP);
+the middleware here turns it, and every failure nobody expected, into that envelope. Nothing
+reaches the client as a traceback.
 """
 
 from __future__ import annotations
@@ -14,43 +15,14 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.store.redis import StoreUnavailable
+
+__all__ = ["ApiError", "SwitchError", "SwitchUnavailable"]
 
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-
-class SwitchError(Exception):
-    """FreeSWITCH refused or failed a command (a `-ERR`/`-USAGE` reply, or a failed job)."""
-
-    def __init__(self, command: str, reply: str, *, code: str = "switch_command_failed") -> None:
-        super().__init__(f"{command!r} -> {reply!r}")
-        self.command = command
-        self.reply = reply
-        self.code = code
-
-
-class SwitchUnavailable(Exception):
-    """No live ESL connection (FreeSWITCH down, or reconnecting)."""
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bridge.api.errors import SwitchError, SwitchUnavailable
 from bridge.calls.sessions import Session, iso
 from bridge.calls.voice_agents import VoiceAgent
+from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
 from bridge.store import keys
 from bridge.store.crm import CampaignStore, LeadStore

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 import structlog
 
-from bridge.api.errors import SwitchError, SwitchUnavailable
+from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
 from bridge.store import keys
 

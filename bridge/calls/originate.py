@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.calls.manager import (
     VAR_CAMPAIGN,
     VAR_DIRECTION,
@@ -18,6 +17,7 @@ from bridge.calls.manager import (
     NoVoiceAgent,
 )
 from bridge.calls.sessions import Session
+from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.store import keys
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import structlog
 from ulid import ULID
 
-from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.calls.originate import originate_ai_call
+from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.store.callbacks import Callback, CallbackStore
 from bridge.store.crm import LeadStore
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bridge.api.errors import SwitchError, SwitchUnavailable
 from bridge.calls.manager import FORK_BUGNAME
 from bridge.calls.sessions import iso
+from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.store import keys
 
 if TYPE_CHECKING:

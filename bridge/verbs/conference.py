@@ -18,7 +18,6 @@ from typing import Any
 import structlog
 from ulid import ULID
 
-from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.calls.conferences import (
     UNREMOVABLE_TYPES,
     VAR_AI_CALL,
@@ -29,6 +28,7 @@ from bridge.calls.conferences import (
     freeswitch_member_id,
 )
 from bridge.calls.manager import FORK_BUGNAME
+from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.call_control import PRESENTABLE_RE, customer_number, reopen_fork
 from bridge.verbs.common import PENDING, audit, begin, in_progress, require_answered, settle, terminated

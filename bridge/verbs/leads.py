@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from bridge.api.errors import ApiError
+from bridge.errors import ApiError
 from bridge.store.callbacks import CallbackStore
 from bridge.store.crm import (
     MAX_CUSTOM_FIELDS,

@@ -28,10 +28,10 @@ from typing import Any
 
 import structlog
 
-from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.calls.conferences import Conference, Participant, freeswitch_member_id
 from bridge.calls.monitors import Monitor, new_monitor
 from bridge.calls.switch import quote_arg
+from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import PENDING, audit, require_answered
 from bridge.verbs.conference import start_conference

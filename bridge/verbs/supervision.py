@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.api.errors import ApiError
+from bridge.errors import ApiError
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import audit, terminated
 from bridge.verbs.models import RequestSupervisor
