@@ -410,7 +410,7 @@ async def test_conference_bgdial_and_play(sim, esl):
     assert result.get("Job-UUID") == job and result.get("Result") == "SUCCESS"
     peer = result.get("Peer-UUID")
     await esl.wait_event(lambda e: e.unique_id == peer and e.get("Action") == "add-member")
-    assert await esl.api("conference demo play /tmp/beep.wav") == "(play) Playing file /tmp/beep.wav\n"
+    assert await esl.api("conference demo play /tmp/beep.wav") == "+OK (play) Playing file /tmp/beep.wav\n"
     await esl.wait_event(named("conference::maintenance", Action="play-file-done"))
     sim.set_originate_outcome(f"{PSTN}+1666", "USER_BUSY", answer_delay_s=0)
     assert (

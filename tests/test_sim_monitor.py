@@ -6,6 +6,7 @@ with `uuid_transfer -both`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -128,7 +129,7 @@ async def test_conference_play_to_one_member(sim, esl):
     a, b, ids = await two_members(sim, esl, "coach")
     tip = "http_cache://http://cdn.example.com/tip.wav"
     reply = await esl.api(f"conference coach play {tip} {ids[b]}")
-    assert reply == f"(play) Playing file {tip} to member {ids[b]}\n"
+    assert reply == f"+OK (play) Playing file {tip} to member {ids[b]}\n"
     started = await esl.wait_event(named("conference::maintenance", Action="play-file-member"))
     assert started.unique_id == b and started.get("Member-ID") == ids[b] and started.get("File") == tip
     assert sim.snapshot(b)["conference_member"]["playing"] == tip
@@ -136,7 +137,9 @@ async def test_conference_play_to_one_member(sim, esl):
     done = await esl.wait_event(named("conference::maintenance", Action="play-file-member-done"))
     assert done.unique_id == b
     assert sim.snapshot(b)["conference_member"]["playing"] is None
-    assert (await esl.api(f"conference coach play {tip} 999")).startswith("-ERR Member: 999 not found")
+    missing = await esl.api(f"conference coach play {tip} 999")
+    usage = re.escape("play <file_path> [async|<member_id> [nomux]]")
+    assert re.fullmatch(rf"-ERR Member: \d+ not found\.\n{usage}", missing)
 
 
 async def test_conference_relate_nospeak_and_clear_show_in_the_member_state(sim, esl):
@@ -147,7 +150,7 @@ async def test_conference_relate_nospeak_and_clear_show_in_the_member_state(sim,
     assert sim.snapshot(a)["conference_member"]["relations"] == {ids[b]: "nospeak"}
     assert sim.snapshot(b)["conference_member"]["relations"] == {}
     assert await esl.api(f"conference rel relate {ids[a]} {ids[b]} clear") == (
-        f"+OK relationship {ids[a]}->{ids[b]} cleared\n"
+        f"+OK relationship {ids[a]}->{ids[b]} cleared.\n"
     )
     assert sim.snapshot(a)["conference_member"]["relations"] == {}
 

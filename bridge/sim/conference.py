@@ -29,7 +29,14 @@ SUBCLASS = "conference::maintenance"
 # simulator does are listed. `verbose-events`: member events carry every channel variable
 # (conference_member_add_event_data uses switch_channel_event_set_data instead of the basic
 # data); FreeSWITCH's stock profiles leave it off, and the captures were recorded that way.
-PROFILES: dict[str, dict[str, str]] = {"default": {"verbose-events": "true"}}
+# `rate`: what `conference list` and json_list show (FreeSWITCH's default is 8000).
+PROFILES: dict[str, dict[str, str]] = {"default": {"verbose-events": "true", "rate": "16000"}}
+DEFAULT_RATE = 8000
+
+# conference_api.c: the syntax line conference_api_dispatch writes ("%s %s", no newline) when
+# a CONF_API_SUB_ARGS_SPLIT command returns an error status.
+PLAY_USAGE = "play <file_path> [async|<member_id> [nomux]]"
+RELATE_USAGE = "relate <member_id>[,<member_id>] <other_member_id>[,<other_member_id>] [nospeak|nohear|clear]"
 
 
 @dataclass(slots=True)
@@ -72,6 +79,11 @@ class Conference:
     members: list[Member] = field(default_factory=list)  # newest first, like `conference list`
     floor: Member | None = None
     locked: bool = False
+    rate: int = DEFAULT_RATE
+    # Sticky CFLAG_ANSWERED / CFLAG_ENFORCE_MIN: set when the first (answered) member joins
+    # (mod_conference.c conference_function, conference_member.c with min = 1).
+    answered: bool = False
+    enforce_min: bool = False
 
     @property
     def size(self) -> int:
@@ -157,7 +169,8 @@ class Conferences:
     def get_or_create(self, name: str, profile: str) -> Conference:
         conf = self.rooms.get(name)
         if conf is None:
-            conf = Conference(name=name, profile=profile, uuid=new_uuid(), created=time.time())
+            rate = _atoi(self.profiles.get(profile, {}).get("rate", "")) or DEFAULT_RATE
+            conf = Conference(name=name, profile=profile, uuid=new_uuid(), created=time.time(), rate=rate)
             self.rooms[name] = conf
             self.fire(conf, "conference-create")
         return conf
@@ -198,6 +211,8 @@ class Conferences:
             endconf="endconf" in target.flags,
         )
         conf.members.insert(0, m)
+        conf.answered = True
+        conf.enforce_min = conf.enforce_min or conf.size >= 1
         ch.conference, ch.member_id = conf.name, m.id
         ch.variables.update(
             {"conference_name": conf.name, "conference_uuid": conf.uuid, "conference_member_id": str(m.id)}
@@ -327,11 +342,30 @@ class Conferences:
             return "+OK No active conferences.\n"
         out = []
         for conf in self.rooms.values():
-            members = f"{conf.size} member{'s' if conf.size != 1 else ''}"
-            flags = "running|answered|enforce_min|dynamic|exit_sound|enter_sound"
-            out.append(f"+OK Conference {conf.name} ({members} rate: 8000 flags: {flags})\n")
+            # conference_api_sub_list: "+OK Conference %s (%u member%s rate: %u%s flags: " then the
+            # set flags in its order joined by "|" ("none" if none), then ")\n".
+            members = f"{conf.size} member{'' if conf.size == 1 else 's'}"
+            rate = f"{conf.rate}{' locked' if conf.locked else ''}"
+            out.append(f"+OK Conference {conf.name} ({members} rate: {rate} flags: {self._flags(conf)})\n")
             out.extend(self._member_line(conf, m) for m in conf.members)
         return "".join(out)
+
+    @staticmethod
+    def _flags(conf: Conference) -> str:
+        """The CFLAGs a conference started by the `conference` application has: running, dynamic,
+        exit_sound, enter_sound and json_status from the start (conference_new, conference_function),
+        answered and enforce_min once a member joined, locked while locked."""
+        flags = [
+            ("locked", conf.locked),
+            ("running", True),
+            ("answered", conf.answered),
+            ("enforce_min", conf.enforce_min),
+            ("dynamic", True),
+            ("exit_sound", True),
+            ("enter_sound", True),
+            ("json_status", True),
+        ]
+        return "|".join(name for name, on in flags if on) or "none"
 
     def _json(self, conf: Conference) -> dict[str, object]:
         now = time.time()
@@ -339,13 +373,13 @@ class Conferences:
             "conference_name": conf.name,
             "member_count": conf.size,
             "ghost_count": sum(1 for m in conf.members if m.ghost),
-            "rate": 8000,
+            "rate": conf.rate,
             "run_time": int(now - conf.created),
             "conference_uuid": conf.uuid,
             "machine_name": self.core.settings.switchname,
             "running": True,
-            "answered": True,
-            "enforce_min": True,
+            "answered": conf.answered,
+            "enforce_min": conf.enforce_min,
             "dynamic": True,
             "locked": conf.locked,
             "exit_sound": True,
@@ -428,40 +462,92 @@ class Conferences:
         self.fire(conf, "unhold-member", m)
         return f"+OK unhold {m.id}\n"
 
+    def _member(self, conf: Conference, member_id: int) -> Member | None:
+        """conference_member_get: by id; 0 and members being kicked are never found."""
+        if member_id <= 0:
+            return None
+        return next((m for m in conf.members if m.id == member_id and not m.kicked), None)
+
+    def _member_by_str(self, conf: Conference, id_str: str) -> Member | None:
+        """conference_member_get_by_str: `var=value` (first member whose variable matches) or atoi."""
+        if "=" in id_str:
+            found = self._select(conf, id_str)
+            return found[0] if found else None
+        return self._member(conf, _atoi(id_str))
+
     def _relate(self, conf: Conference, rest: list[str]) -> str:
-        if len(rest) < 3:
-            return "-ERR relate <member_id>[,<id>] <other_member_id>[,<id>] [nospeak|nohear|clear]\n"
+        """conference_api_sub_relate; rest is argv[2:]."""
+        if len(rest) <= 1:
+            if not any(m.relations for m in conf.members):
+                return "+OK No relationships\n"
+            if not rest:
+                return ""  # argc == 2 with relationships prints nothing
+            out = []
+            for member_id in (_atoi(i) for i in separate_string(rest[0], ",", 100)):
+                for m in conf.members:
+                    if member_id > 0 and m.id != member_id:
+                        continue
+                    # conference_member_add_relationship prepends: newest first
+                    out.extend(
+                        f"{m.id} -> {other} {_relation_flags(action)}\n"
+                        for other, action in reversed(m.relations.items())
+                    )
+            return "".join(out)
+        if len(rest) == 2:
+            return RELATE_USAGE
+        action = rest[2]
+        clear = action.lower() == "clear"
+        if not (clear or any(word in action for word in ("nospeak", "nohear", "sendvideo"))):
+            return RELATE_USAGE
         out = []
-        for a in rest[0].split(","):
-            for b in rest[1].split(","):
-                ma = self._select(conf, a)
-                mb = self._select(conf, b)
-                if not ma or not mb:
-                    out.append(f"-ERR relationship {a}->{b} not found\n")
+        for a in (_atoi(i) for i in separate_string(rest[0], ",", 100)):
+            for b in (_atoi(i) for i in separate_string(rest[1], ",", 100)):
+                member = self._member(conf, a)
+                if clear:
+                    # _conference_api_sub_relate_clear_member_relationship: only `a` must exist;
+                    # b == 0 clears all of a's relationships.
+                    if member is None:
+                        out.append(f"-ERR relationship {_u32(a)}->{_u32(b)} not found.\n")
+                        continue
+                    for other in [o for o in member.relations if b == 0 or o == b]:
+                        del member.relations[other]
+                    out.append(f"+OK relationship {_u32(a)}->{_u32(b)} cleared.\n")
                     continue
-                if rest[2] == "clear":
-                    ma[0].relations.pop(mb[0].id, None)
-                    out.append(f"+OK relationship {a}->{b} cleared\n")
-                else:
-                    ma[0].relations[mb[0].id] = rest[2]
-                    out.append(f"+OK {a}->{b} {rest[2]} set\n")
+                other_member = self._member(conf, b) if member is not None else None
+                if member is None or other_member is None:
+                    out.append(f"-ERR relationship {_u32(a)}->{_u32(b)} not found.\n")
+                    continue
+                member.relations[other_member.id] = action
+                if "nospeak" in action:
+                    member.talking = False
+                out.append(f"+OK {_u32(a)}->{_u32(b)} {action} set\n")
         return "".join(out)
 
     def _play(self, conf: Conference, rest: list[str]) -> str:
-        if not rest:
-            return "-ERR play <file> [async|<member_id>]\n"
+        """conference_api_sub_play; rest is argv[2:], so argc is len(rest) + 2."""
+        argc = len(rest) + 2
+        is_async = False
+        if (argc == 4 and rest[1].lower() == "async") or (argc == 5 and rest[2].lower() == "async"):
+            argc -= 1
+            is_async = True
+        if argc < 3:
+            return PLAY_USAGE
         path = rest[0]
+        member: Member | None = None
+        if argc >= 4:
+            member = self._member_by_str(conf, rest[1])
+            if member is None:
+                # "-ERR Member: %u not found.\n" is given the id *string*: it prints the low 32
+                # bits of a pointer. The simulator prints the low 32 bits of its own string's address.
+                return f"-ERR Member: {id(rest[1]) & 0xFFFFFFFF} not found.\n{PLAY_USAGE}"
         response, duration = self.core.playback_outcome(path)
         if response != "FILE PLAYED":
-            return f"(play) File: {path} not found.\n"
-        target = self._select(conf, rest[1]) if len(rest) > 1 and rest[1].isdigit() else None
-        if len(rest) > 1 and rest[1].isdigit() and not target:
-            return f"-ERR Member: {rest[1]} not found.\n"
-        member = target[0] if target else None
+            return f"-ERR (play) File: {path} not found.\n"
         action = "play-file-member" if member else "play-file"
+        post: Headers = [("File", path)] if member else [("File", path), ("Async", _tf(is_async))]
         if member is not None:
             member.playing = path
-        self.fire(conf, action, member, post=[("File", path), ("Async", "false")])
+        self.fire(conf, action, member, post=post)
 
         async def done() -> None:
             await asyncio.sleep(duration if duration is not None else 3600)
@@ -475,8 +561,8 @@ class Conferences:
 
         self.core.spawn(done(), name=f"conference-play:{conf.name}")
         if member:
-            return f"(play) Playing file {path} to member {member.id}\n"
-        return f"(play) Playing file {path}\n"
+            return f"+OK (play) Playing file {path} to member {member.id}\n"
+        return f"+OK (play) Playing file {path}\n"
 
     async def _dial(self, name: str, sub: str, raw: str) -> str:
         """`conference <room> [bg]dial <endpoint> <cid_num> <cid_name>` dials a leg that joins the room."""
@@ -529,3 +615,30 @@ class Conferences:
 
 def _tf(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _atoi(text: str) -> int:
+    """C atoi: leading blanks, an optional sign, then digits; 0 if there are none."""
+    s = text.lstrip(" \t\n\r\f\v")
+    sign = -1 if s[:1] == "-" else 1
+    s = s[1:] if s[:1] in ("+", "-") else s
+    digits = ""
+    for c in s:
+        if not c.isdigit():
+            break
+        digits += c
+    return sign * int(digits) if digits else 0
+
+
+def _u32(value: int) -> int:
+    """An int printed with %u (a uint32_t member id)."""
+    return value & 0xFFFFFFFF
+
+
+def _relation_flags(action: str) -> str:
+    """_conference_api_sub_relate_show_member_relationships: "%s%s%s" of SPEAK/NOSPEAK, HEAR/NOHEAR,
+    SENDVIDEO/NOSENDVIDEO, each with a trailing space."""
+    speak = "NOSPEAK " if "nospeak" in action else "SPEAK "
+    hear = "NOHEAR " if "nohear" in action else "HEAR "
+    video = "SENDVIDEO " if "sendvideo" in action else "NOSENDVIDEO "
+    return speak + hear + video

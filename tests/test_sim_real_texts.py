@@ -1,0 +1,160 @@
+"""Replies the real FreeSWITCH 1.10.12 gave where the simulator used to differ (issue 9 §3).
+
+Each expected text is the real one; the source line it comes from is named next to it
+(signalwire/freeswitch v1.10.12, drachtio mod_audio_fork 88e1465).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.sim.conference import PROFILES
+from bridge.sim.server import SwitchSimulator
+from tests.sim_helpers import RawEsl, named, running_sim
+
+CONF_XML = Path(__file__).resolve().parent.parent / "freeswitch-conf/autoload_configs/conference.conf.xml"
+# conference_api.c conference_api_sub_commands[]: "play" / "relate" syntax, written by
+# conference_api_dispatch as "%s %s" (no newline) when the command returns an error.
+PLAY_USAGE = "play <file_path> [async|<member_id> [nomux]]"
+RELATE_USAGE = "relate <member_id>[,<member_id>] <other_member_id>[,<other_member_id>] [nospeak|nohear|clear]"
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SwitchSimulator]:
+    async with running_sim(answer_delay_s=0.01, playback_duration_s=0.2) as switch:
+        yield switch
+
+
+async def room(sim: SwitchSimulator, esl: RawEsl, name: str, legs: int = 2) -> list[str]:
+    """`legs` answered calls in conference `name`; their member ids, oldest first."""
+    uuids = []
+    for i in range(legs):
+        uuid = await sim.place_inbound_call(f"+1555000{i}", "+15559999")
+        assert await esl.api(f"uuid_answer {uuid}") == "+OK\n"
+        await esl.api(f"uuid_transfer {uuid} 'conference:{name}@default' inline")
+        uuids.append(uuid)
+    await esl.wait_for(lambda: len([e for e in esl.events if e.get("Action") == "add-member"]) == legs)
+    by_uuid = {e.unique_id: e.get("Member-ID") for e in esl.events if e.get("Action") == "add-member"}
+    esl.clear()
+    return [by_uuid[u] for u in uuids]
+
+
+# ---------------------------------------------------------------- conference play
+
+
+async def test_conference_play_answers_ok_with_and_without_a_member(sim, esl):
+    _, b = await room(sim, esl, "lab")
+    # conference_api_sub_play: "+OK (play) Playing file %s\n"
+    assert await esl.api("conference lab play /tmp/beep.wav") == "+OK (play) Playing file /tmp/beep.wav\n"
+    started = await esl.wait_event(named("conference::maintenance", Action="play-file"))
+    assert started.get("Async") == "false"
+    # "+OK (play) Playing file %s to member %u\n"
+    assert await esl.api(f"conference lab play /tmp/beep.wav {b}") == (
+        f"+OK (play) Playing file /tmp/beep.wav to member {b}\n"
+    )
+    member = await esl.wait_event(named("conference::maintenance", Action="play-file-member"))
+    assert member.get("Member-ID") == b and "Async" not in member.headers
+    # `async` as the last argument: to the whole conference, Async: true
+    esl.clear()
+    assert (
+        await esl.api("conference lab play /tmp/beep.wav async") == "+OK (play) Playing file /tmp/beep.wav\n"
+    )
+    assert (await esl.wait_event(named("conference::maintenance", Action="play-file"))).get("Async") == "true"
+
+
+async def test_conference_play_of_a_missing_file_is_an_err_with_or_without_a_member(sim, esl):
+    _, b = await room(sim, esl, "lab")
+    sim.set_playback_outcome("/tmp/missing", "FILE NOT FOUND")
+    # "-ERR (play) File: %s not found.\n", both branches; no usage line (the command succeeded)
+    assert (
+        await esl.api("conference lab play /tmp/missing.wav")
+        == "-ERR (play) File: /tmp/missing.wav not found.\n"
+    )
+    assert await esl.api(f"conference lab play /tmp/missing.wav {b}") == (
+        "-ERR (play) File: /tmp/missing.wav not found.\n"
+    )
+    await esl.settle(0.1)
+    assert not [e for e in esl.events if (e.get("Action") or "").startswith("play-file")]
+
+
+async def test_conference_play_to_a_missing_member_prints_a_pointer_and_the_usage(sim, esl):
+    await room(sim, esl, "lab", legs=1)
+    # "-ERR Member: %u not found.\n" is passed the id string, so a pointer's low 32 bits are
+    # printed, never the id; the error status makes conference_api_dispatch add the syntax line.
+    for selector in ("999", "uuid=nobody", "abc"):
+        reply = await esl.api(f"conference lab play /tmp/beep.wav {selector}")
+        m = re.fullmatch(rf"-ERR Member: (\d+) not found\.\n{re.escape(PLAY_USAGE)}", reply)
+        assert m, reply
+        assert 0 <= int(m.group(1)) <= 0xFFFFFFFF
+    # no file at all: only the syntax line
+    assert await esl.api("conference lab play") == PLAY_USAGE
+
+
+# ---------------------------------------------------------------- conference relate
+
+
+async def test_relate_clear_is_ok_with_a_period_even_when_nothing_was_related(sim, esl):
+    a, b = await room(sim, esl, "lab")
+    # _conference_api_sub_relate_clear_member_relationship: "+OK relationship %u->%u cleared.\n"
+    assert await esl.api(f"conference lab relate {a} {b} clear") == f"+OK relationship {a}->{b} cleared.\n"
+    # ... when only the first member must exist
+    assert await esl.api(f"conference lab relate {a} 99 clear") == f"+OK relationship {a}->99 cleared.\n"
+    # ... otherwise "-ERR relationship %u->%u not found.\n"
+    assert await esl.api(f"conference lab relate 99 {a} clear") == f"-ERR relationship 99->{a} not found.\n"
+    # _conference_api_sub_relate_set_member_relationship: both must exist
+    assert await esl.api(f"conference lab relate {a} 99 nohear") == f"-ERR relationship {a}->99 not found.\n"
+    assert await esl.api(f"conference lab relate {a} {b} nohear") == f"+OK {a}->{b} nohear set\n"
+
+
+async def test_relate_lists_relationships_and_answers_usage_without_an_action(sim, esl):
+    a, b = await room(sim, esl, "lab")
+    assert await esl.api("conference lab relate") == "+OK No relationships\n"
+    pairs = [(a, b), (a, a), (b, b), (b, a)]
+    assert await esl.api(f"conference lab relate {a},{b} {b},{a} nospeak") == "".join(
+        f"+OK {x}->{y} nospeak set\n" for x, y in pairs
+    )
+    # _conference_api_sub_relate_show_member_relationships: "%d -> %d %s%s%s\n", newest first
+    assert await esl.api(f"conference lab relate {a} {b} nohear") == f"+OK {a}->{b} nohear set\n"
+    assert await esl.api(f"conference lab relate {a}") == (
+        f"{a} -> {a} NOSPEAK HEAR NOSENDVIDEO \n{a} -> {b} SPEAK NOHEAR NOSENDVIDEO \n"
+    )
+    assert await esl.api(f"conference lab relate {a} {b}") == RELATE_USAGE
+    assert await esl.api(f"conference lab relate {a} {b} bogus") == RELATE_USAGE
+    # other member id 0 clears them all; listing nobody's writes nothing, which ESL words so
+    assert await esl.api(f"conference lab relate {a} 0 clear") == f"+OK relationship {a}->0 cleared.\n"
+    assert await esl.api(f"conference lab relate {a}") == "-ERR no reply\n"
+    assert await esl.api(f"conference lab relate {b}") == (
+        f"{b} -> {a} NOSPEAK HEAR NOSENDVIDEO \n{b} -> {b} NOSPEAK HEAR NOSENDVIDEO \n"
+    )
+
+
+# ---------------------------------------------------------------- conference list
+
+
+async def test_conference_list_header_has_the_profile_rate_and_the_real_flags(sim, esl):
+    a, b = await room(sim, esl, "lab")
+    listed = (await esl.api("conference list")).splitlines()
+    # conference_api_sub_list: "+OK Conference %s (%u member%s rate: %u%s flags: " + flags + ")\n"
+    assert listed[0] == (
+        "+OK Conference lab (2 members rate: 16000 flags: "
+        "running|answered|enforce_min|dynamic|exit_sound|enter_sound|json_status)"
+    )
+    assert [line.split(";")[0] for line in listed[1:]] == [b, a]
+    assert await esl.api("conference lab lock") == "OK lab locked\n"
+    assert (await esl.api("conference list")).splitlines()[0] == (
+        "+OK Conference lab (2 members rate: 16000 locked flags: "
+        "locked|running|answered|enforce_min|dynamic|exit_sound|enter_sound|json_status)"
+    )
+    assert json.loads(await esl.api("conference lab json_list"))[0]["rate"] == 16000
+
+
+def test_the_simulated_profiles_have_the_rate_of_freeswitch_conf():
+    for profile in ET.parse(CONF_XML).getroot().iter("profile"):
+        params = {p.get("name"): p.get("value") for p in profile.iter("param")}
+        assert PROFILES[profile.get("name")]["rate"] == params["rate"]
