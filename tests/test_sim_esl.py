@@ -289,7 +289,7 @@ async def test_drop_connections_closes_every_socket_and_new_ones_work(sim, esl):
 
 
 async def test_show_channels_as_json(sim, esl):
-    assert await esl.api("show channels as json") == '{"row_count":0}\n'
+    assert await esl.api("show channels as json") == '{"row_count": 0}\n'
     uuid = await sim.place_inbound_call("+15550001", "+15550002")
     data = json.loads(await esl.api("show channels as json"))
     assert data["row_count"] == 1
@@ -301,7 +301,7 @@ async def test_show_channels_as_json(sim, esl):
     assert row["created"] and row["created_epoch"].isdigit()
     await esl.api(f"uuid_kill {uuid}")
     await esl.wait_event(named("CHANNEL_DESTROY"))
-    assert await esl.api("show channels as json") == '{"row_count":0}\n'
+    assert await esl.api("show channels as json") == '{"row_count": 0}\n'
     plain = await esl.api("show channels")
     assert plain.startswith("uuid,direction,created,created_epoch,name,state,") and plain.endswith(
         "\n0 total.\n"

@@ -19,6 +19,7 @@ from bridge.sim.server import SwitchSimulator
 from tests.sim_helpers import RawEsl, named, running_sim
 
 CONF_XML = Path(__file__).resolve().parent.parent / "freeswitch-conf/autoload_configs/conference.conf.xml"
+NOWHERE = "00000000-0000-0000-0000-000000000000"
 # conference_api.c conference_api_sub_commands[]: "play" / "relate" syntax, written by
 # conference_api_dispatch as "%s %s" (no newline) when the command returns an error.
 PLAY_USAGE = "play <file_path> [async|<member_id> [nomux]]"
@@ -158,3 +159,25 @@ def test_the_simulated_profiles_have_the_rate_of_freeswitch_conf():
     for profile in ET.parse(CONF_XML).getroot().iter("profile"):
         params = {p.get("name"): p.get("value") for p in profile.iter("param")}
         assert PROFILES[profile.get("name")]["rate"] == params["rate"]
+
+
+# ---------------------------------------------------------------- show channels as json
+
+
+async def test_show_channels_as_json_empty_and_not(sim, esl):
+    # mod_commands.c show_function: "{\"row_count\": 0}\n" / cJSON_PrintUnformatted, no newline
+    assert await esl.api("show channels as json") == '{"row_count": 0}\n'
+    await sim.place_inbound_call("+15550001", "+15550002")
+    text = await esl.api("show channels as json")
+    assert text.startswith('{"row_count":1,"rows":[{"uuid":"') and text.endswith("}]}")
+    assert json.loads(text)["row_count"] == 1
+
+
+# ---------------------------------------------------------------- uuid_answer
+
+
+async def test_uuid_answer_and_pre_answer_of_a_missing_uuid_answer_error(sim, esl):
+    # mod_commands.c uuid_answer_function / uuid_pre_answer_function: "-ERROR\n"
+    assert await esl.api(f"uuid_answer {NOWHERE}") == "-ERROR\n"
+    assert await esl.api(f"uuid_pre_answer {NOWHERE}") == "-ERROR\n"
+    assert await esl.api("uuid_answer") == "-ERROR\n"

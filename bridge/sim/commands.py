@@ -168,9 +168,11 @@ async def cmd_show(core: SwitchCore, args: str) -> str:
     rows = [_channel_row(core, ch) for ch in core.live_channels() if ch.state_number < 12]
     as_json = len(argv) >= 3 and argv[1] == "as" and argv[2] == "json"
     if as_json:
+        # mod_commands.c show_function: no rows -> the literal "{\"row_count\": 0}\n"; rows -> the
+        # cJSON_PrintUnformatted text and nothing after it.
         if not rows:
-            return json.dumps({"row_count": 0}, separators=(",", ":")) + "\n"
-        return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":")) + "\n"
+            return '{"row_count": 0}\n'
+        return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
     lines = [",".join(CHANNEL_COLUMNS)]
     lines += [",".join(row[c] for c in CHANNEL_COLUMNS) for row in rows]
     return "\n".join(lines) + f"\n\n{len(rows)} total.\n"
@@ -183,18 +185,20 @@ async def cmd_uuid_exists(core: SwitchCore, args: str) -> str:
     return "true" if core.live(args.strip()) is not None else "false"
 
 
+# mod_commands.c uuid_answer_function / uuid_pre_answer_function: "-ERROR\n" both for a uuid
+# that does not exist and for an answer that failed.
 async def cmd_uuid_answer(core: SwitchCore, args: str) -> str:
     ch = core.live(args.strip())
     if ch is None:
-        return NO_CHANNEL
-    return "+OK\n" if ch.answer() else "-ERR\n"
+        return "-ERROR\n"
+    return "+OK\n" if ch.answer() else "-ERROR\n"
 
 
 async def cmd_uuid_pre_answer(core: SwitchCore, args: str) -> str:
     ch = core.live(args.strip())
     if ch is None:
-        return NO_CHANNEL
-    return "+OK\n" if ch.pre_answer() else "-ERR\n"
+        return "-ERROR\n"
+    return "+OK\n" if ch.pre_answer() else "-ERROR\n"
 
 
 async def cmd_uuid_kill(core: SwitchCore, args: str) -> str:
