@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from bridge.sim.conference import PROFILES
 from bridge.sim.server import SwitchSimulator
 from tests.sim_helpers import RawEsl, named, running_sim
+from tests.test_sim_audio_fork import call, start_cmd
 
 CONF_XML = Path(__file__).resolve().parent.parent / "freeswitch-conf/autoload_configs/conference.conf.xml"
 NOWHERE = "00000000-0000-0000-0000-000000000000"
@@ -181,3 +184,40 @@ async def test_uuid_answer_and_pre_answer_of_a_missing_uuid_answer_error(sim, es
     assert await esl.api(f"uuid_answer {NOWHERE}") == "-ERROR\n"
     assert await esl.api(f"uuid_pre_answer {NOWHERE}") == "-ERROR\n"
     assert await esl.api("uuid_answer") == "-ERROR\n"
+
+
+# ---------------------------------------------------------------- mod_audio_fork::connect_failed
+
+
+async def test_connect_failed_body_is_lws_reason(sim, esl):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    uuid = await call(sim, esl)
+    assert await esl.api(start_cmd(uuid, f"ws://127.0.0.1:{dead}/x", None)) == "+OK Success\n"
+    event = await esl.wait_event(named("mod_audio_fork::connect_failed"))
+    # lws_glue.cpp: json << "{\"reason\":\"" << message << "\"}"
+    assert event.body == '{"reason":"Unable to connect"}'
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(401, "HS: ws upgrade unauthorized"), (404, "HS: ws upgrade response not 101")]
+)
+async def test_connect_failed_on_a_refused_upgrade_has_the_lws_handshake_text(sim, esl, status, reason):
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=status)
+
+    app = web.Application()
+    app.router.add_get("/ws", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        uuid = await call(sim, esl)
+        assert await esl.api(start_cmd(uuid, f"ws://127.0.0.1:{port}/ws", None)) == "+OK Success\n"
+        event = await esl.wait_event(named("mod_audio_fork::connect_failed"))
+        assert event.body == json.dumps({"reason": reason}, separators=(",", ":"))
+    finally:
+        await runner.cleanup()

@@ -43,6 +43,19 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def _lws_connect_error(exc: BaseException) -> str:
+    """The text libwebsockets hands LWS_CALLBACK_CLIENT_CONNECTION_ERROR, which mod_audio_fork
+    puts in the connect_failed body. "Unable to connect" (no TCP connection) was seen on the real
+    1.10.12; the handshake ones are lws's client-http.c texts for a 401 and any other non-101
+    (a 101 with bad headers, which lws words per header, is not told apart here)."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        if exc.status == 401:
+            return "HS: ws upgrade unauthorized"
+        if exc.status != 101:
+            return "HS: ws upgrade response not 101"
+    return "Unable to connect"
+
+
 def _looks_like_json(arg: str) -> bool:
     return arg[:1] in ("{", "[")
 
@@ -122,8 +135,12 @@ class AudioFork:
                 return
             self.state = "failed"
             self.failure = str(exc) or exc.__class__.__name__
-            log.info("sim_fork_connect_failed", uuid=self.ch.uuid, url=self.url, reason=self.failure)
-            self._event("connect_failed", _compact({"reason": self.failure}))
+            reason = _lws_connect_error(exc)
+            log.info(
+                "sim_fork_connect_failed", uuid=self.ch.uuid, url=self.url, reason=reason, error=self.failure
+            )
+            # lws_glue.cpp: json << "{\"reason\":\"" << message << "\"}" (no escaping).
+            self._event("connect_failed", '{"reason":"' + reason + '"}')
             return
         if self._closing:
             await self._shutdown()
