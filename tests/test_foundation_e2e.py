@@ -103,6 +103,12 @@ async def test_sandbox_call_reaches_the_agent_and_the_sdk_drives_it(sandbox, age
     assert exc.value.status_code == 409
     assert exc.value.detail["code"] == "ai_session_terminated"
 
+    # call.ended follows ai_session.ended from the same hangup event: the session ending first is
+    # what end_call waited for.
+    async def call_ended() -> bool:
+        return "call.ended" in await event_types(sandbox, call_id)
+
+    await wait_until(call_ended)
     types = await event_types(sandbox, call_id)
     for expected in ("call.started", "call.answered", "ai_session.started", "ai_session.ended", "call.ended"):
         assert expected in types
