@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from bridge.api.app import create_app
+from bridge.api.server import AppRunner
 from bridge.calls.conferences import ConferenceStore
 from bridge.calls.manager import CallManager
 from bridge.calls.monitors import Monitors
@@ -75,7 +76,7 @@ class BridgeRuntime:
         await esl.start(wait=esl_wait)
         if serve_http:
             app = create_app(svc, sandbox=self.sandbox)
-            self._runner = web.AppRunner(app, access_log=None)
+            self._runner = AppRunner(app, access_log=None)  # aiohttp's own errors in the envelope
             await self._runner.setup()
             site = web.TCPSite(self._runner, settings.http_host, settings.http_port)
             await site.start()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.api import errors
+from bridge.api.body import MAX_BODY_BYTES
 from bridge.services import SERVICES_KEY, Services
 
-MAX_BODY_BYTES = 256 * 1024
+__all__ = ["MAX_BODY_BYTES", "create_app"]
 
 
 def create_app(services: Services, *, sandbox: bool = False) -> web.Application:

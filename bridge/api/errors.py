@@ -7,7 +7,7 @@ reaches the client as a traceback.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,14 +15,18 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from bridge.api.body import check_headers, read_json_object
 from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.store.redis import StoreUnavailable
 
-__all__ = ["ApiError", "SwitchError", "SwitchUnavailable"]
+# read_json_object lives in bridge.api.body; the routes import it from here.
+__all__ = ["ApiError", "SwitchError", "SwitchUnavailable", "read_json_object"]
 
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
+# A client's own X-Request-Id is echoed back only if it is this plain; otherwise the bridge makes one.
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -51,10 +55,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get(REQUEST_ID_HEADER) or _new_request_id()
+    given = request.headers.get(REQUEST_ID_HEADER)
+    request_id = given if given and _CLIENT_REQUEST_ID.match(given) else new_request_id()
     request["request_id"] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
+        check_headers(request.headers)
         response = await handler(request)
     except ApiError as exc:
         extra = dict(exc.extra)
@@ -92,6 +98,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = json_error(500, "internal_error", "unexpected server error", request_id=request_id)
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
+    if response.status == 413:
+        # The body was not read: close rather than drain what the client may still be sending.
+        response.force_close()
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
@@ -101,24 +110,10 @@ def _allow(exc: web.HTTPException) -> dict[str, str] | None:
     return {"Allow": allow} if allow else None
 
 
-def _new_request_id() -> str:
+def new_request_id() -> str:
     from ulid import ULID
 
     return f"req_{ULID()}"
-
-
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 in the envelope."""
-    raw = await request.read()
-    if not raw:
-        raise ApiError(400, "invalid_json", "request body must be a JSON object")
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "request body must be a JSON object")
-    return body
 
 
 def validation_error(exc: Any) -> ApiError:
