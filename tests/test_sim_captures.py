@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from bridge.esl.protocol import Event, Frame, parse_event, parse_frames
+from bridge.esl.protocol import Event, Frame
+from bridge.sim.captures import Capture, Step, parse
 from bridge.sim.server import SwitchSimulator
 from tests.sim_helpers import RawEsl
 
@@ -94,45 +94,9 @@ CORE_VARIABLES = {
 # ---------------------------------------------------------------- capture files
 
 
-@dataclass
-class Step:
-    sent: str
-    reply: Frame | None = None
-    events: list[Event] = field(default_factory=list)
-
-
-@dataclass
-class Capture:
-    header: str
-    steps: list[Step]
-
-    def uuid(self, label: str) -> str:
-        m = re.search(label + r"[^;]*?uuid=([0-9a-f-]{36})", self.header)
-        assert m, f"{label} uuid not in capture header"
-        return m.group(1)
-
-
 def load(name: str) -> Capture:
-    """The README format: '# ...' header lines, then marker lines each followed by one frame.
-    Replies are matched to commands in order (capture 11 pipelines its commands)."""
-    data = (CAPTURES / name).read_bytes()
-    header = b"\n".join(line for line in data.split(b"\n") if line.startswith(b"#")).decode()
-    parts = re.split(rb"^(>>>>> SENT.*|<<<<< RECV.*)\n", data, flags=re.M)
-    steps: list[Step] = []
-    replies: list[Frame] = []
-    for marker, raw in zip(parts[1::2], parts[2::2], strict=True):
-        if marker.startswith(b">>>>> SENT"):
-            steps.append(Step(raw.split(b"\n\n")[0].decode()))
-            continue
-        frames, _ = parse_frames(raw)
-        for frame in frames:
-            if frame.content_type.startswith("text/event-"):
-                steps[-1].events.append(parse_event(frame))
-            else:
-                replies.append(frame)
-    for step, reply in zip(steps, replies, strict=True):
-        step.reply = reply
-    return Capture(header, steps)
+    """One of the shared captures, read with the capture writer's own parser."""
+    return parse((CAPTURES / name).read_bytes())
 
 
 def shape(text: str) -> list[str]:
