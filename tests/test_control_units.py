@@ -151,7 +151,7 @@ def _session(**fields: Any) -> Session:
 def test_transfer_dialplan(destination_type: str, destination: str, expected: str):
     settings = Settings().with_(gateway="gw1", sip_profile="prof", callcenter_domain="cc.example")
     cmd = Transfer(event="transfer", destination_type=destination_type, destination=destination)
-    assert transfer_dialplan(settings, _session(), cmd) == expected
+    assert transfer_dialplan(settings, _session(), cmd) == f"'{expected}'"  # quoted: one argument
 
 
 def test_transfer_shows_the_customer_and_omits_a_withheld_number():

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from bridge.calls.commands import command, join, word
 from bridge.calls.sessions import Session, iso
+from bridge.calls.switch import queue_dialplan
 from bridge.calls.voice_agents import VoiceAgent
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
@@ -353,12 +355,13 @@ class CallManager:
             path = json.loads(event.body or "{}").get("file")
         except ValueError:
             path = None
-        if not isinstance(path, str) or not path or any(c in path for c in " \r\n'"):
+        if not isinstance(path, str) or not path:
             log.warning("ai_audio_without_file", call_id=session.call_id)
             return
         target = session.extra.get("ai_speech_uuid") or session.call_id
         try:
-            await self.svc.switch.api(f"uuid_broadcast {target} playback::{path} aleg")
+            playback = join("playback::", word(path, "AI audio file"))
+            await self.svc.switch.api(command("uuid_broadcast", target, playback, "aleg"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.warning("ai_audio_not_played", call_id=session.call_id, error=str(exc))
 
@@ -370,7 +373,7 @@ class CallManager:
         if not speech or session is None or session.terminal:
             return
         try:
-            await self.svc.switch.api(f"uuid_break {speech} all")
+            await self.svc.switch.api(command("uuid_break", speech, "all"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.warning("ai_audio_not_broken", call_id=session.call_id, error=str(exc))
 
@@ -393,9 +396,9 @@ class CallManager:
         log.warning("ai_websocket_lost", call_id=call_id, reason=reason, action=action)
         if action == "transfer_to_queue":
             queue = self.settings.default_queue
-            dest = f"'callcenter:{queue}@{self.settings.callcenter_domain}' inline"
+            dest = queue_dialplan(queue, self.settings.callcenter_domain)
             try:
-                await self.svc.switch.api(f"uuid_transfer {call_id} {dest}")
+                await self.svc.switch.api(command("uuid_transfer", call_id, dest, "inline"))
             except (SwitchError, SwitchUnavailable) as exc:
                 log.error("fallback_transfer_failed", call_id=call_id, error=str(exc))
                 await self.finish(call_id, "error", reason)
@@ -552,7 +555,7 @@ class CallManager:
         """Sessions whose channel vanished while the ESL link was down are ended; slots held
         by calls that are no longer live are freed (a crash cannot leak them)."""
         try:
-            raw = await self.svc.switch.api("show channels as json")
+            raw = await self.svc.switch.api(command("show", "channels", "as", "json"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.error("resync_failed", error=str(exc))
             return

@@ -119,7 +119,7 @@ class Monitors:
         """`uuid_audio_fork <target> stop <bug>`; a refusal means the bug is not there any more
         (the channel is gone, or it was stopped already), which is what stopping wants."""
         try:
-            await self.svc.switch.api(f"uuid_audio_fork {monitor.target_call_id} stop {monitor.bugname}")
+            await self.svc.switch.fork_stop(monitor.target_call_id, monitor.bugname)
         except SwitchError as exc:
             log.info("monitor_fork_already_gone", target=monitor.target_call_id, reply=exc.reply)
 

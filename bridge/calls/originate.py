@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from bridge.calls.commands import Command, command, join, literal, var_block, word
 from bridge.calls.manager import (
     VAR_CAMPAIGN,
     VAR_DIRECTION,
@@ -21,9 +22,27 @@ from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.store import keys
 
 if TYPE_CHECKING:
+    from bridge.config import Settings
     from bridge.services import Services
 
 log = structlog.get_logger(__name__)
+
+
+async def require_references(
+    svc: Services,
+    tenant_id: str,
+    *,
+    voice_agent_id: str | None = None,
+    campaign_id: str | None = None,
+    lead_id: str | None = None,
+) -> None:
+    """404 for an id that is not this tenant's (another tenant's is as unknown as a made-up one)."""
+    if voice_agent_id and await svc.voice_agents.get(voice_agent_id, tenant_id) is None:
+        raise ApiError(404, "voice_agent_not_found", f"no voice agent {voice_agent_id} in this tenant")
+    if campaign_id and await svc.calls.campaigns.get(campaign_id, tenant_id) is None:
+        raise ApiError(404, "campaign_not_found", f"no campaign {campaign_id} in this tenant")
+    if lead_id and await svc.calls.leads.get(lead_id, tenant_id) is None:
+        raise ApiError(404, "lead_not_found", f"no lead {lead_id} in this tenant")
 
 
 async def originate_ai_call(
@@ -42,6 +61,9 @@ async def originate_ai_call(
     later as events, so the caller gets the call_id at once, like Twilio's Calls API."""
     if svc.esl is None or not svc.esl.connected:
         raise SwitchUnavailable("no ESL connection to FreeSWITCH")
+    await require_references(
+        svc, tenant_id, voice_agent_id=voice_agent_id, campaign_id=campaign_id, lead_id=lead_id
+    )
     try:
         agent = await svc.calls.resolve_agent(
             tenant_id, flow_voice_agent_id=voice_agent_id, campaign_id=campaign_id
@@ -63,6 +85,12 @@ async def originate_ai_call(
             f"the agent asks for {agent.subprotocol}",
         )
     call_id = str(uuidlib.uuid4())
+    # Built before anything is reserved: a value the switch cannot take is refused (400) with
+    # no slot held and no session left behind.
+    command = _dial_command(
+        svc.settings, call_id, tenant_id, to, from_,
+        agent_id=agent.id, campaign_id=campaign_id, lead_id=lead_id,
+    )  # fmt: skip
     if not await svc.voice_agents.acquire_slot(agent, call_id):
         raise ApiError(
             429,
@@ -88,26 +116,39 @@ async def originate_ai_call(
     await svc.sessions.create(session)
     await svc.redis.set(keys.call_owner(call_id), svc.settings.instance_id, ex=keys.CALL_OWNER_TTL_S)
     await svc.calls.emit_call_started(session)
+    svc.spawn(_dial(svc, session, command), name=f"originate:{call_id}")
+    return call_id
+
+
+def _dial_command(
+    settings: Settings,
+    call_id: str,
+    tenant_id: str,
+    to: str,
+    from_: str,
+    *,
+    agent_id: str,
+    campaign_id: str | None,
+    lead_id: str | None,
+) -> Command:
     variables = {
         "origination_uuid": call_id,
         "origination_caller_id_number": from_,
-        "originate_timeout": str(svc.settings.originate_timeout_s),
+        "originate_timeout": str(settings.originate_timeout_s),
         "ignore_early_media": "true",
         VAR_TENANT: tenant_id,
         VAR_DIRECTION: "outbound",
-        VAR_VOICE_AGENT: agent.id,
+        VAR_VOICE_AGENT: agent_id,
     }
     if campaign_id:
         variables[VAR_CAMPAIGN] = campaign_id
     if lead_id:
         variables[VAR_LEAD] = lead_id
-    channel_vars = ",".join(f"{k}={v}" for k, v in variables.items())
-    command = f"originate {{{channel_vars}}}sofia/gateway/{svc.settings.gateway}/{to} &park()"
-    svc.spawn(_dial(svc, session, command), name=f"originate:{call_id}")
-    return call_id
+    endpoint = join("sofia/gateway/", word(settings.gateway, "gateway"), "/", word(to, "to"))
+    return command("originate", join(var_block(variables), endpoint), literal("&park()"))
 
 
-async def _dial(svc: Services, session: Session, command: str) -> None:
+async def _dial(svc: Services, session: Session, command: Command) -> None:
     try:
         await svc.switch.bgapi(command, timeout=svc.settings.originate_timeout_s + 15)
     except (SwitchError, SwitchUnavailable) as exc:

@@ -1,17 +1,18 @@
 """FreeSWITCH commands as the call layer uses them, with failures mapped to API errors.
 
-`bridge.esl` only knows the wire; this module knows FreeSWITCH's argument quoting, which
-replies mean failure, and turns ESL faults into SwitchError (502) or SwitchUnavailable (503).
+`bridge.esl` only knows the wire and `bridge.calls.commands` how values become arguments; this
+module knows which replies mean failure, and turns ESL faults into SwitchError (502) or
+SwitchUnavailable (503). It sends nothing but a `Command`.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bridge.api.errors import SwitchError, SwitchUnavailable
+from bridge.calls.commands import Arg, Command, arg_list, command, inline_dialplan, json_text, url, word
+from bridge.errors import SwitchError, SwitchUnavailable
 
 if TYPE_CHECKING:
     from bridge.esl.client import EslClient
@@ -19,20 +20,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-def quote_arg(value: str, delim: str = " ") -> str:
-    """Escape one argument for switch_separate_string: a backslash makes the next quote,
-    delimiter or backslash literal, and a bare single quote would start a quoted group."""
-    out = value.replace("\\", "\\\\").replace("'", "\\'")
-    if delim != " ":
-        out = out.replace(delim, "\\" + delim)
-    elif " " in out:
-        out = out.replace(" ", "\\s")
-    return out
-
-
-def join_args(*args: str, delim: str = "|") -> str:
-    """`^^|a|b|c`: the delimiter override jambonz uses so JSON with spaces stays one argument."""
-    return "^^" + delim + delim.join(quote_arg(a, delim) for a in args)
+def queue_dialplan(queue: str, domain: str) -> Arg:
+    """A mod_callcenter queue as an inline dialplan; a bare name is in `domain`."""
+    name = queue if "@" in queue else f"{queue}@{domain}"
+    return inline_dialplan(("callcenter", word(name, "queue")))
 
 
 class Switch:
@@ -40,9 +31,10 @@ class Switch:
         self.esl = esl
         self.command_timeout = command_timeout
 
-    async def api(self, command: str, *, timeout: float | None = None) -> str:
+    async def api(self, command: Command, *, timeout: float | None = None) -> str:
         from bridge.esl.client import EslCommandError, EslConnectionError, EslTimeout
 
+        _require_command(command)
         try:
             return await self.esl.api(command, timeout=timeout or self.command_timeout)
         except EslCommandError as exc:
@@ -52,9 +44,10 @@ class Switch:
         except EslConnectionError as exc:
             raise SwitchUnavailable(str(exc)) from exc
 
-    async def bgapi(self, command: str, *, timeout: float | None = None) -> str:
+    async def bgapi(self, command: Command, *, timeout: float | None = None) -> str:
         from bridge.esl.client import EslCommandError, EslConnectionError, EslTimeout
 
+        _require_command(command)
         try:
             return await self.esl.bgapi(command, timeout=timeout or self.command_timeout)
         except EslCommandError as exc:
@@ -67,7 +60,7 @@ class Switch:
     # ------------------------------------------------------------ channel basics
 
     async def exists(self, uuid: str) -> bool:
-        return (await self.api(f"uuid_exists {uuid}")).strip() == "true"
+        return (await self.api(command("uuid_exists", word(uuid, "uuid")))).strip() == "true"
 
     async def require_channel(self, uuid: str) -> None:
         """Some commands answer +OK for a channel that is gone (uuid_hold): check first."""
@@ -75,26 +68,26 @@ class Switch:
             raise SwitchError(f"uuid_exists {uuid}", "-ERR No such channel!", code="channel_gone")
 
     async def answer(self, uuid: str) -> None:
-        await self.api(f"uuid_answer {uuid}")
+        await self.api(command("uuid_answer", word(uuid, "uuid")))
 
     async def kill(self, uuid: str, cause: str = "NORMAL_CLEARING") -> None:
-        await self.api(f"uuid_kill {uuid} {cause}")
+        await self.api(command("uuid_kill", word(uuid, "uuid"), word(cause, "hangup cause")))
 
     async def setvar(self, uuid: str, name: str, value: str) -> None:
-        await self.api(f"uuid_setvar {uuid} {name} {quote_arg(value)}")
+        await self.api(command("uuid_setvar", word(uuid, "uuid"), word(name, "variable"), word(value, name)))
 
     # ------------------------------------------------------------ recording
 
     async def record_start(self, uuid: str, path: str) -> None:
         await self.setvar(uuid, "RECORD_STEREO", "true")
-        await self.api(f"uuid_record {uuid} start {path}")
+        await self.api(command("uuid_record", word(uuid, "uuid"), "start", word(path, "recording path")))
 
     # ------------------------------------------------------------ audio fork
 
     async def fork_start(
         self,
         uuid: str,
-        url: str,
+        ws_url: str,
         *,
         sample_rate_hz: int,
         metadata: dict[str, Any],
@@ -102,12 +95,26 @@ class Switch:
         bugname: str = "ai_fork",
     ) -> None:
         rate = f"{sample_rate_hz // 1000}k" if sample_rate_hz in (8000, 16000) else str(sample_rate_hz)
-        meta = json.dumps(metadata, separators=(",", ":"))
-        await self.api("uuid_audio_fork " + join_args(uuid, "start", url, mix, rate, bugname, meta))
+        args = arg_list(
+            word(uuid, "uuid"),
+            "start",
+            url(ws_url, "ws_url", schemes=("ws", "wss")),
+            word(mix, "mix"),
+            word(rate, "sample rate"),
+            word(bugname, "bug name"),
+            json_text(metadata),
+        )
+        await self.api(command("uuid_audio_fork", args))
 
     async def fork_stop(self, uuid: str, bugname: str = "ai_fork") -> None:
-        await self.api(f"uuid_audio_fork {uuid} stop {bugname}")
+        await self.api(command("uuid_audio_fork", word(uuid, "uuid"), "stop", word(bugname, "bug name")))
 
     async def fork_send_text(self, uuid: str, payload: dict[str, Any], bugname: str = "ai_fork") -> None:
-        text = json.dumps(payload, separators=(",", ":"))
-        await self.api("uuid_audio_fork " + join_args(uuid, "send_text", bugname, text))
+        args = arg_list(word(uuid, "uuid"), "send_text", word(bugname, "bug name"), json_text(payload))
+        await self.api(command("uuid_audio_fork", args))
+
+
+def _require_command(value: str) -> None:
+    if not isinstance(value, Command):
+        # A programming error, never a user's: every command goes through bridge.calls.commands.
+        raise TypeError(f"Switch sends only commands built by bridge.calls.commands, not {value[:40]!r}")

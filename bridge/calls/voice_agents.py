@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ulid import ULID
 
+from bridge.calls.commands import UnsafeValue, url, word
 from bridge.calls.sessions import now_iso
 from bridge.store import keys
 
@@ -31,8 +32,22 @@ def _check_ws_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError("ws_url must be a ws:// or wss:// URL with a host")
-    if any(c in value for c in " '\"\\|\n\r\t"):
-        raise ValueError("ws_url must not contain spaces, quotes, backslashes or '|'")
+    try:
+        url(value, "ws_url", schemes=("ws", "wss"))
+    except UnsafeValue as exc:
+        raise ValueError(f"{exc.reason}: percent-encode spaces, quotes, commas, braces and '$'") from None
+    return value
+
+
+def _check_auth_token(value: str | None) -> str | None:
+    """The token mod_audio_fork presents to the agent: a bearer token's characters (RFC 6750's
+    b64token, plus `:` `%` `;` `@` `=`), as it becomes a channel variable."""
+    if value is None:
+        return None
+    try:
+        word(value, "auth_token")
+    except UnsafeValue as exc:
+        raise ValueError(f"{exc.reason}: use letters, digits and - . _ ~ + / = : % ; @") from None
     return value
 
 
@@ -61,6 +76,7 @@ class VoiceAgentCreate(BaseModel):
     ws_disconnect_action: DisconnectAction = "hangup"
 
     _ws = field_validator("ws_url")(lambda cls, v: _check_ws_url(v))
+    _token = field_validator("auth_token")(lambda cls, v: _check_auth_token(v))
     _af = field_validator("audio_format")(lambda cls, v: _check_audio_format(v))
 
 
@@ -90,6 +106,8 @@ class VoiceAgentUpdate(BaseModel):
     @classmethod
     def _af(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if v is None else _check_audio_format(v)
+
+    _token = field_validator("auth_token")(lambda cls, v: _check_auth_token(v))
 
 
 class VoiceAgent(BaseModel):

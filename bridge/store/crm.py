@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ulid import ULID
 
+from bridge.ids import VoiceAgentId
 from bridge.store import keys
 
 LEAD_STATUSES = (
@@ -87,7 +88,7 @@ class CampaignCreate(BaseModel):
     # `client.campaigns.get` fail to parse the campaign.
     post_answer_action: Literal["run_flow", "connect_agent"] = "connect_agent"
     max_concurrent: int = Field(default=10, ge=1, le=10_000)
-    voice_agent_id: str | None = Field(default=None, max_length=64)
+    voice_agent_id: VoiceAgentId | None = None
     predictive_min_dial_ratio: float = Field(default=1.0, ge=1.0, le=10.0)
     predictive_max_dial_ratio: float = Field(default=3.0, ge=1.0, le=10.0)
     predictive_target_abandon: float = Field(default=0.025, ge=0.0, le=0.03)

@@ -12,10 +12,12 @@ from typing import Any
 
 import structlog
 
-from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
+from bridge.calls.commands import Arg, command, inline_dialplan, join, var_block, word
 from bridge.calls.manager import FORK_BUGNAME
 from bridge.calls.sessions import Session
+from bridge.calls.switch import queue_dialplan
 from bridge.config import Settings
+from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import PENDING, append_log, audit, now_iso, require_answered, terminated
 from bridge.verbs.models import GetCallState, Hangup, Log, SetDisposition, Transfer
@@ -34,29 +36,33 @@ def customer_number(session: Session) -> str:
     return session.from_ if session.direction == "inbound" else session.to
 
 
-def transfer_dialplan(settings: Settings, session: Session, cmd: Transfer) -> str:
+def transfer_dialplan(settings: Settings, session: Session, cmd: Transfer) -> Arg:
     """The inline dialplan for uuid_transfer (freeswitch.md §2.1). Bridges end in `park` so a
     failed bridge leaves the caller on the switch instead of hanging them up; `m:^:` because the
-    bridge's {variables} carry commas. Every part was validated by the Transfer model."""
+    bridge's {variables} carry commas."""
     if cmd.destination_type == "agent_queue":
-        queue = (
-            cmd.destination if "@" in cmd.destination else f"{cmd.destination}@{settings.callcenter_domain}"
-        )
-        return f"callcenter:{queue}"
-    variables = []
+        return queue_dialplan(cmd.destination, settings.callcenter_domain)
+    variables: dict[str, str] = {}
     number = customer_number(session)
     if PRESENTABLE_RE.match(number or ""):
         # The agent who picks up sees which customer it is.
-        variables.append(f"origination_caller_id_number={number}")
-    variables.append("ignore_early_media=true")
-    if cmd.destination_type == "e164":
-        endpoint = f"sofia/gateway/{settings.gateway}/{cmd.destination}"
-    else:
-        endpoint = f"sofia/{settings.sip_profile}/{cmd.destination}"
-    return (
-        "m:^:set:continue_on_fail=true^set:hangup_after_bridge=true"
-        f"^bridge:{{{','.join(variables)}}}{endpoint}^park"
+        variables["origination_caller_id_number"] = number
+    variables["ignore_early_media"] = "true"
+    endpoint = dial_endpoint(settings, cmd.destination_type, cmd.destination)
+    return inline_dialplan(
+        ("set", "continue_on_fail=true"),
+        ("set", "hangup_after_bridge=true"),
+        ("bridge", join(var_block(variables), endpoint)),
+        ("park", ""),
     )
+
+
+def dial_endpoint(settings: Settings, destination_type: str, destination: str) -> Arg:
+    """A number through the PSTN gateway, or a SIP URI through the SIP profile."""
+    where = word(destination, "destination")
+    if destination_type == "e164":
+        return join("sofia/gateway/", word(settings.gateway, "gateway"), "/", where)
+    return join("sofia/", word(settings.sip_profile, "sip profile"), "/", where)
 
 
 @verb("transfer", idempotency="strong")
@@ -84,7 +90,7 @@ async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
             fork_stopped = True
         except SwitchError as exc:
             log.info("transfer_no_fork_to_stop", call_id=call_id, reply=exc.reply)
-        await svc.switch.api(f"uuid_transfer {call_id} '{dialplan}' inline")
+        await svc.switch.api(command("uuid_transfer", call_id, dialplan, "inline"))
     except (SwitchError, SwitchUnavailable):
         await svc.sessions.compare_and_set(call_id, "transfer", pending, "")
         if fork_stopped:

@@ -19,9 +19,10 @@ import redis.asyncio as aioredis
 import structlog
 from redis.commands.core import AsyncScript
 
-from bridge.api.errors import ApiError, SwitchError, SwitchUnavailable
+from bridge.calls.commands import Command
 from bridge.calls.sessions import now_iso
 from bridge.calls.switch import Switch
+from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.store import keys
 from bridge.verbs.base import VerbContext
 
@@ -114,8 +115,8 @@ def require_answered(ctx: VerbContext) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    command: str
-    undo: str | None = None
+    command: Command
+    undo: Command | None = None
     # An optional step's failure is logged and skipped: it would not change what the caller hears.
     required: bool = True
 

@@ -11,13 +11,22 @@ commands, so `participants` is what FreeSWITCH says is in the room.
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
 import structlog
 from ulid import ULID
 
+from bridge.calls.commands import (
+    Arg,
+    UnsafeValue,
+    command,
+    inline_dialplan,
+    join,
+    literal,
+    var_block,
+    word,
+)
 from bridge.calls.conferences import (
     UNREMOVABLE_TYPES,
     VAR_AI_CALL,
@@ -30,22 +39,24 @@ from bridge.calls.conferences import (
 from bridge.calls.manager import FORK_BUGNAME
 from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.verbs.base import VerbContext, verb
-from bridge.verbs.call_control import PRESENTABLE_RE, customer_number, reopen_fork
+from bridge.verbs.call_control import PRESENTABLE_RE, customer_number, dial_endpoint, reopen_fork
 from bridge.verbs.common import PENDING, audit, begin, in_progress, require_answered, settle, terminated
 from bridge.verbs.models import ConferenceAdd, ConferenceLeave, ConferenceRemove, ConferenceStart
 
 log = structlog.get_logger(__name__)
 
-# A value inside an originate {var=value,...} block: no delimiters of that block, no spaces.
-_VAR_SAFE_RE = re.compile(r"^[A-Za-z0-9_.:@+\-/=;]*$")
+def _room(conf: Conference) -> Arg:
+    return join(word(conf.name, "conference"), "@", word(conf.profile, "conference profile"))
 
 
-def _var_block(variables: dict[str, str]) -> str:
-    for name, value in variables.items():
-        if not _VAR_SAFE_RE.match(value):
-            # Every value comes from a validated field or from us; this guards the guarantee.
-            raise ApiError(400, "validation_error", f"{name} cannot be passed to FreeSWITCH as is")
-    return "{" + ",".join(f"{k}={v}" for k, v in variables.items()) + "}"
+def _conference_app(conf: Conference) -> Arg:
+    """`&conference(<room>@<profile>)`: what an originated leg runs once it answers."""
+    return join(literal("&conference("), _room(conf), literal(")"))
+
+
+def conference_dialplan(conf: Conference) -> Arg:
+    """`'conference:<room>@<profile>'` for `uuid_transfer … inline` (barge moves a target in too)."""
+    return inline_dialplan(("conference", _room(conf)))
 
 
 def _reply_cause(exc: SwitchError) -> str:
@@ -99,7 +110,6 @@ async def start_conference(ctx: VerbContext) -> Conference:
     )
     # Stored before any command so the add-member events find it.
     await svc.conferences.create(conf)
-    target = f"{conf.name}@{conf.profile}"
     variables = {
         "origination_uuid": leg,
         "origination_caller_id_name": "ai_agent",
@@ -108,10 +118,9 @@ async def start_conference(ctx: VerbContext) -> Conference:
         VAR_MEMBER_TYPE: "ai_agent",
         "mod_audio_fork_subprotocol": agent.subprotocol,
     }
-    originate = (
-        f"originate {_var_block(variables)}"
-        f"loopback/{settings.conference_ai_exten}/{settings.conference_ai_context} &conference({target})"
-    )
+    exten, context = word(settings.conference_ai_exten), word(settings.conference_ai_context)
+    loopback = join("loopback/", exten, "/", context)
+    originate = command("originate", join(var_block(variables), loopback), _conference_app(conf))
     ai_joined = svc.conferences.expect_member(leg)
     caller_joined = svc.conferences.expect_member(call_id)
     stage = "originate"
@@ -123,12 +132,12 @@ async def start_conference(ctx: VerbContext) -> Conference:
         if agent.auth_token:
             await svc.switch.setvar(leg, "mod_audio_fork_auth_token", agent.auth_token)
         # loopback-b: what is played to it is what the AI says into the conference (play_audio).
-        speech_leg = (await svc.switch.api(f"uuid_getvar {leg} other_loopback_leg_uuid")).strip()
+        speech_leg = (await svc.switch.api(command("uuid_getvar", leg, "other_loopback_leg_uuid"))).strip()
         if speech_leg == "_undef_":
             speech_leg = ""
         if speech_leg:
             await svc.conferences.update(conf_id, ai_speech_uuid=speech_leg)
-        await svc.switch.api(f"uuid_transfer {call_id} 'conference:{target}' inline")
+        await svc.switch.api(command("uuid_transfer", call_id, conference_dialplan(conf), "inline"))
         stage = "transferred"
         # Media bugs survive a transfer: the caller's fork would keep feeding the AI the caller
         # alone. The manager ignores this fork's end once conference_id is set (pending counts).
@@ -175,7 +184,7 @@ async def _undo_start(ctx: VerbContext, conf: Conference, stage: str) -> None:
             log.warning("conference_ai_leg_not_killed", call_id=call_id, error=str(exc))
     if stage == "transferred":
         try:
-            await svc.switch.api(f"uuid_transfer {call_id} park inline")
+            await svc.switch.api(command("uuid_transfer", call_id, "park", "inline"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.error("conference_caller_not_parked", call_id=call_id, error=str(exc))
         await reopen_fork(ctx)
@@ -186,15 +195,13 @@ async def _undo_start(ctx: VerbContext, conf: Conference, stage: str) -> None:
 # ---------------------------------------------------------------- conference_add
 
 
-async def _endpoint(ctx: VerbContext, cmd: ConferenceAdd) -> str:
+async def _endpoint(ctx: VerbContext, cmd: ConferenceAdd) -> Arg:
     settings = ctx.svc.settings
-    if cmd.participant_type == "e164":
-        return f"sofia/gateway/{settings.gateway}/{cmd.destination}"
-    if cmd.participant_type == "sip_uri":
-        return f"sofia/{settings.sip_profile}/{cmd.destination}"
+    if cmd.participant_type in ("e164", "sip_uri"):
+        return dial_endpoint(settings, cmd.participant_type, cmd.destination)
     if cmd.participant_type == "agent":
         user = cmd.destination if "@" in cmd.destination else f"{cmd.destination}@{settings.directory_domain}"
-        return f"user/{user}"
+        return join("user/", word(user, "agent"))
     supervisors = getattr(ctx.svc, "supervisors", None)
     sup = await supervisors.get(ctx.session.tenant_id, cmd.destination) if supervisors is not None else None
     if sup is None:
@@ -203,9 +210,13 @@ async def _endpoint(ctx: VerbContext, cmd: ConferenceAdd) -> str:
     who = f"supervisor {cmd.destination}"
     if not sup.on_duty or not contact:
         raise ApiError(409, "supervisor_unavailable", f"{who} is off duty or has no contact")
-    if not _VAR_SAFE_RE.match(contact) or "/" not in contact:
+    try:
+        dial = word(contact, "contact")
+    except UnsafeValue:
+        dial = None
+    if dial is None or "/" not in contact:
         raise ApiError(409, "supervisor_unavailable", f"{who}'s contact is not a dial string")
-    return contact
+    return dial
 
 
 @verb("conference_add", idempotency="strong")
@@ -228,7 +239,7 @@ async def conference_add(ctx: VerbContext, cmd: ConferenceAdd) -> dict[str, Any]
     if PRESENTABLE_RE.match(number or ""):
         # Whoever picks up sees which customer the conference is about.
         variables["origination_caller_id_number"] = number
-    originate = f"originate {_var_block(variables)}{endpoint} &conference({conf.name}@{conf.profile})"
+    originate = command("originate", join(var_block(variables), endpoint), _conference_app(conf))
     joined = svc.conferences.expect_member(leg)
     try:
         # The job ends when the far end answers or gives up: allow the whole ring time.
@@ -285,7 +296,7 @@ async def conference_remove(ctx: VerbContext, cmd: ConferenceRemove) -> dict[str
             409, "member_not_removable", f"{cmd.member_id} is the {member.type}; use {instead} instead"
         )
     try:
-        await svc.switch.api(f"conference {conf.name} kick {fs_id}")
+        await svc.switch.api(command("conference", conf.name, "kick", fs_id))
     except SwitchError as exc:
         if "Non-Existant" in exc.reply:  # sic: FreeSWITCH's spelling; it left meanwhile
             raise ApiError(404, "member_not_found", f"{cmd.member_id} already left") from exc

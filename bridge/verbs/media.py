@@ -12,8 +12,9 @@ from typing import Any
 
 from ulid import ULID
 
-from bridge.api.errors import ApiError
+from bridge.calls.commands import command, join, url, var_block, word
 from bridge.calls.manager import FORK_BUGNAME
+from bridge.errors import ApiError
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import (
     PENDING,
@@ -59,7 +60,7 @@ async def _set_mute(ctx: VerbContext, target: str, on: bool) -> dict[str, Any]:
     switch = ctx.svc.switch
     try:
         await switch.require_channel(ctx.call_id)
-        await switch.api(f"uuid_audio {ctx.call_id} start {direction} mute {1 if on else 0}")
+        await switch.api(command("uuid_audio", ctx.call_id, "start", direction, "mute", "1" if on else "0"))
     except BaseException:
         await settle(ctx, field, current)
         raise
@@ -80,15 +81,23 @@ async def unmute(ctx: VerbContext, cmd: Unmute) -> dict[str, Any]:
 # ---------------------------------------------------------------- hold / unhold
 
 
+def _moh(moh_url: str | None) -> str:
+    """The music: the AI's moh_url through FreeSWITCH's HTTP cache, or the switch's own."""
+    return join("http_cache://", url(moh_url, "moh_url")) if moh_url else DEFAULT_MOH
+
+
 def _hold_steps(call_id: str, moh: str) -> list[Step]:
     # uuid_hold alone plays music only to a bridged partner; the AI's caller is parked, so the
     # music is displaced into the channel, and the fork pauses so the AI does not hear it.
     return [
-        Step(f"uuid_hold {call_id}", undo=f"uuid_hold off {call_id}"),
-        Step(f"uuid_displace {call_id} start {moh} 0 lm", undo=f"uuid_displace {call_id} stop {moh}"),
+        Step(command("uuid_hold", call_id), undo=command("uuid_hold", "off", call_id)),
         Step(
-            f"uuid_audio_fork {call_id} pause {FORK_BUGNAME}",
-            undo=f"uuid_audio_fork {call_id} resume {FORK_BUGNAME}",
+            command("uuid_displace", call_id, "start", moh, "0", "lm"),
+            undo=command("uuid_displace", call_id, "stop", moh),
+        ),
+        Step(
+            command("uuid_audio_fork", call_id, "pause", FORK_BUGNAME),
+            undo=command("uuid_audio_fork", call_id, "resume", FORK_BUGNAME),
             required=False,
         ),
     ]
@@ -98,9 +107,9 @@ def _unhold_steps(call_id: str, moh: str) -> list[Step]:
     # Only taking the hold off decides the outcome: the music and the fork can only fail here
     # because they are already gone, which is where unhold wants them.
     return [
-        Step(f"uuid_hold off {call_id}", undo=f"uuid_hold {call_id}"),
-        Step(f"uuid_displace {call_id} stop {moh}", required=False),
-        Step(f"uuid_audio_fork {call_id} resume {FORK_BUGNAME}", required=False),
+        Step(command("uuid_hold", "off", call_id), undo=command("uuid_hold", call_id)),
+        Step(command("uuid_displace", call_id, "stop", moh), required=False),
+        Step(command("uuid_audio_fork", call_id, "resume", FORK_BUGNAME), required=False),
     ]
 
 
@@ -112,7 +121,7 @@ async def hold(ctx: VerbContext, cmd: Hold) -> dict[str, Any]:
         if current == PENDING:
             raise in_progress("hold/unhold")
         raise ApiError(409, "already_held", "the caller is already on hold")
-    moh = f"http_cache://{cmd.moh_url}" if cmd.moh_url else DEFAULT_MOH
+    moh = _moh(cmd.moh_url)
     switch = ctx.svc.switch
     try:
         await switch.require_channel(ctx.call_id)
@@ -120,7 +129,7 @@ async def hold(ctx: VerbContext, cmd: Hold) -> dict[str, Any]:
     except BaseException:
         await settle(ctx, "held", current)
         raise
-    await settle(ctx, "held", "1", also={"hold_moh": moh})
+    await settle(ctx, "held", "1", also={"hold_moh": cmd.moh_url or ""})
     return {}
 
 
@@ -132,7 +141,7 @@ async def unhold(ctx: VerbContext, cmd: Unhold) -> dict[str, Any]:
         if current == PENDING:
             raise in_progress("hold/unhold")
         raise ApiError(409, "not_held", "the caller is not on hold")
-    moh = ctx.session.extra.get("hold_moh") or DEFAULT_MOH
+    moh = _moh(ctx.session.extra.get("hold_moh"))
     switch = ctx.svc.switch
     try:
         await switch.require_channel(ctx.call_id)
@@ -151,7 +160,7 @@ async def unhold(ctx: VerbContext, cmd: Unhold) -> dict[str, Any]:
 async def send_dtmf(ctx: VerbContext, cmd: SendDtmf) -> dict[str, Any]:
     require_answered(ctx)
     # uuid_send_dtmf fails on its own for a missing channel (-ERR Cannot locate session!).
-    await ctx.svc.switch.api(f"uuid_send_dtmf {ctx.call_id} {cmd.digits}")
+    await ctx.svc.switch.api(command("uuid_send_dtmf", ctx.call_id, word(cmd.digits, "digits")))
     return {}
 
 
@@ -162,10 +171,11 @@ async def play_audio(ctx: VerbContext, cmd: PlayAudio) -> dict[str, Any]:
     playback_id = f"pb_{ULID()}"
     # {playback_id=...} rides on PLAYBACK_START/STOP for correlation; `aleg` explicitly, or a
     # bridged partner would be put on hold music while the prompt plays.
-    path = f"playback::{{playback_id={playback_id}}}http_cache://{cmd.audio_url}"
+    source = url(cmd.audio_url, "audio_url")
+    path = join("playback::", var_block({"playback_id": playback_id}), "http_cache://", source)
     # In a conference the AI speaks through its own leg (loopback-b), so everyone hears it.
     target = ctx.session.extra.get("ai_speech_uuid") or ctx.call_id
-    await ctx.svc.switch.api(f"uuid_broadcast {target} {path} aleg")
+    await ctx.svc.switch.api(command("uuid_broadcast", target, path, "aleg"))
     return {"playback_id": playback_id}
 
 
@@ -186,7 +196,7 @@ async def recording_pause(ctx: VerbContext, cmd: RecordingPause) -> dict[str, An
     try:
         if not path:
             raise ApiError(409, "recording_not_active", "the call has no recording to pause")
-        await ctx.svc.switch.api(f"uuid_record {ctx.call_id} pause {path}")
+        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "pause", path))
     except BaseException:
         await settle(ctx, "recording_state", current)
         raise
@@ -206,7 +216,7 @@ async def recording_resume(ctx: VerbContext, cmd: RecordingResume) -> dict[str, 
     try:
         if not path:
             raise ApiError(409, "recording_not_paused", "the call has no recording to resume")
-        await ctx.svc.switch.api(f"uuid_record {ctx.call_id} resume {path}")
+        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "resume", path))
     except BaseException:
         await settle(ctx, "recording_state", current)
         raise

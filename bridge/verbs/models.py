@@ -14,24 +14,32 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from bridge.calls.commands import UnsafeValue, url
+from bridge.ids import CampaignId, LeadId, VoiceAgentId
+
+__all__ = ["CampaignId", "LeadId", "VoiceAgentId"]
+
 E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
 # No ',' (bridge rings every comma-separated endpoint at once), '/' (a second dial string such as
 # sofia/gateway/...) or '?' in the user part: a SIP URI must stay one endpoint of our choosing.
-SIP_URI_RE = re.compile(r"^sips?:[A-Za-z0-9_.!~*()&=+$;%-]+@[A-Za-z0-9.-]+(:\d{1,5})?(;[A-Za-z0-9_=.-]+)*$")
+# RFC 3261 also allows ! ( ) & $ there; FreeSWITCH reads them in dial strings, so they are refused
+# (percent-encode them).
+SIP_URI_RE = re.compile(r"^sips?:[A-Za-z0-9_.~*=+;%-]+@[A-Za-z0-9.-]+(:\d{1,5})?(;[A-Za-z0-9_=.-]+)*$")
 DTMF_RE = re.compile(r"^[0-9A-Da-d*#wW]{1,99}$")
 # Queue / agent / member names end up inside a FreeSWITCH dialplan string: keep them plain.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-UNSAFE_URL_CHARS = set(" '\"\\|,^{}<>\n\r\t`")
 
 
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL")
-    if UNSAFE_URL_CHARS & set(value):
-        raise ValueError("must not contain spaces, quotes, commas, braces or backslashes")
     if len(value) > 2048:
         raise ValueError("must be at most 2048 characters")
+    try:
+        url(value)
+    except UnsafeValue as exc:
+        raise ValueError(f"{exc.reason}: percent-encode spaces, quotes, commas, braces and '$'") from None
     return value
 
 
@@ -250,7 +258,7 @@ class ScheduleCallback(_Verb):
     event: Literal["schedule_callback"]
     scheduled_at: Annotated[datetime, AfterValidator(_future_aware)]
     reason: str | None = Field(default=None, max_length=1000)
-    voice_agent_id: str | None = Field(default=None, max_length=64)
+    voice_agent_id: VoiceAgentId | None = None
 
 
 Verb = Annotated[

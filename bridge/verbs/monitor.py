@@ -28,13 +28,13 @@ from typing import Any
 
 import structlog
 
+from bridge.calls.commands import command, join, url
 from bridge.calls.conferences import Conference, Participant, freeswitch_member_id
 from bridge.calls.monitors import Monitor, new_monitor
-from bridge.calls.switch import quote_arg
 from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import PENDING, audit, require_answered
-from bridge.verbs.conference import start_conference
+from bridge.verbs.conference import conference_dialplan, start_conference
 from bridge.verbs.models import Barge, MonitorStart, MonitorStop, Whisper
 
 log = structlog.get_logger(__name__)
@@ -185,19 +185,19 @@ async def whisper(ctx: VerbContext, cmd: Whisper) -> dict[str, Any]:
             raise forbidden(
                 target, "the monitor is listen-only; start it with mode listen_and_whisper to whisper"
             )
-    audio = f"http_cache://{cmd.audio_url}"
+    audio = join("http_cache://", url(cmd.audio_url, "audio_url"))
     switch = ctx.svc.switch
     # bgapi: both commands open the file (an HTTP fetch) before they answer.
     if rel.member is not None and rel.conference is not None:
         fs_id = freeswitch_member_id(rel.member.member_id)
-        command = f"conference {rel.conference.name} play {quote_arg(audio)} {fs_id}"
-        reply = await switch.bgapi(command)
+        play = command("conference", rel.conference.name, "play", audio, fs_id)
+        reply = await switch.bgapi(play)
         if not _played(reply):
-            raise SwitchError(command, reply.strip() or "-ERR no reply")
+            raise SwitchError(play, reply.strip() or "-ERR no reply")
         how = "conference_play"
     else:
         # Mixed ('m') into what the target hears only; no loop, so it ends with the file.
-        await switch.bgapi(f"uuid_displace {target} start {quote_arg(audio)} 0 m")
+        await switch.bgapi(command("uuid_displace", target, "start", audio, "0", "m"))
         how = "displace"
     await audit(ctx, "whisper", target_call_id=target, audio_url=cmd.audio_url, via=how)
     return {}
@@ -220,9 +220,9 @@ async def barge(ctx: VerbContext, cmd: Barge) -> dict[str, Any]:
     if member is None:
         # Outside the AI's conference: pull the target in with whoever it is bridged to.
         joined = svc.conferences.expect_member(target)
-        room = f"conference:{conf.name}@{conf.profile}"
         try:
-            await svc.switch.api(f"uuid_transfer {target} -both '{room}' inline")
+            room = conference_dialplan(conf)
+            await svc.switch.api(command("uuid_transfer", target, "-both", room, "inline"))
         except BaseException:
             svc.conferences.forget(target, joined)
             raise
@@ -233,7 +233,7 @@ async def barge(ctx: VerbContext, cmd: Barge) -> dict[str, Any]:
         # Both sides must hear the AI: lift a nospeak the AI may have had toward this member.
         ai_id, target_id = freeswitch_member_id(conf.ai_member_id), freeswitch_member_id(member.member_id)
         try:
-            await svc.switch.api(f"conference {conf.name} relate {ai_id} {target_id} clear")
+            await svc.switch.api(command("conference", conf.name, "relate", ai_id, target_id, "clear"))
         except SwitchError as exc:
             log.info("barge_relate_clear_refused", target=target, reply=exc.reply)
     if rel.monitor is not None:

@@ -9,6 +9,7 @@ from bridge.api.auth import require_key
 from bridge.api.errors import ApiError, read_json_object, validation_error
 from bridge.calls.originate import originate_ai_call
 from bridge.services import services_of
+from bridge.verbs.models import CampaignId, LeadId, VoiceAgentId
 
 E164 = r"^\+[1-9]\d{1,14}$"
 
@@ -18,9 +19,9 @@ class CallCreate(BaseModel):
 
     to: str = Field(pattern=E164)
     from_: str = Field(alias="from", pattern=E164)
-    voice_agent_id: str | None = Field(default=None, max_length=64)
-    campaign_id: str | None = Field(default=None, max_length=64)
-    lead_id: str | None = Field(default=None, max_length=64)
+    voice_agent_id: VoiceAgentId | None = None
+    campaign_id: CampaignId | None = None
+    lead_id: LeadId | None = None
 
 
 async def create_call(request: web.Request) -> web.Response:

@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bridge.api.auth import Principal, require_key
 from bridge.api.errors import ApiError, read_json_object, validation_error
 from bridge.calls.manager import VAR_CAMPAIGN, VAR_LEAD, VAR_TENANT, VAR_VOICE_AGENT
+from bridge.calls.originate import require_references
 from bridge.calls.sessions import Session
 from bridge.services import Services, services_of
+from bridge.verbs.models import CampaignId, LeadId, VoiceAgentId
 
 if TYPE_CHECKING:
     from bridge.sim.server import SwitchSimulator
@@ -33,9 +35,9 @@ class SandboxCall(BaseModel):
 
     from_: str = Field(alias="from", pattern=NUMBER)
     to: str = Field(pattern=NUMBER)
-    voice_agent_id: str | None = Field(default=None, max_length=64)
-    lead_id: str | None = Field(default=None, max_length=64)
-    campaign_id: str | None = Field(default=None, max_length=64)
+    voice_agent_id: VoiceAgentId | None = None
+    lead_id: LeadId | None = None
+    campaign_id: CampaignId | None = None
 
 
 def _sim(svc: Services) -> SwitchSimulator:
@@ -64,6 +66,13 @@ async def place_call(request: web.Request) -> web.Response:
         spec = SandboxCall.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from exc
+    await require_references(
+        svc,
+        principal.tenant_id,
+        voice_agent_id=spec.voice_agent_id,
+        campaign_id=spec.campaign_id,
+        lead_id=spec.lead_id,
+    )
     variables = {VAR_TENANT: principal.tenant_id}
     for var, value in (
         (VAR_VOICE_AGENT, spec.voice_agent_id),
