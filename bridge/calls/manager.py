@@ -106,7 +106,15 @@ class CallManager:
                 try:
                     await handler(event)
                 except Exception:
-                    log.exception("event_handler_failed", event=event.key, call_id=uuid)
+                    # `esl_event`, not `event`: structlog's first argument is the event, and a
+                    # clash here raised inside the except and killed this call's worker.
+                    log.exception(
+                        "event_handler_failed",
+                        esl_event=event.key,
+                        call_id=uuid,
+                        handler=getattr(handler, "__qualname__", repr(handler)),
+                    )
+                    await self._repair_after_failure(event)
             if event.name == "CHANNEL_DESTROY" and queue.empty():
                 break
         if self._queues.get(uuid) is queue:
@@ -114,6 +122,24 @@ class CallManager:
             if not queue.empty():  # events that arrived while we were finishing
                 self._queues[uuid] = queue
                 self.svc.spawn(self._drain(uuid, queue), name=f"call:{uuid}")
+
+    async def _repair_after_failure(self, event: Event) -> None:
+        """A handler raised: leave the call in a state that ends cleanly. A call whose setup
+        failed is ended and hung up (the caller must not sit parked in silence, the agent's slot
+        must come back); a hangup whose handling failed is ended again (finish and call.ended
+        are once-only, so whatever did succeed is not repeated). Other events only log."""
+        call_id = event.unique_id
+        try:
+            session = await self.svc.sessions.get(call_id) if call_id else None
+            if session is None:
+                return
+            if event.name in ("CHANNEL_PARK", "CHANNEL_ANSWER") and not session.terminal:
+                await self.finish(call_id, "error", "internal_error")
+                await self._kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+            elif event.name == "CHANNEL_HANGUP_COMPLETE":
+                await self.call_ended(session, event.get("Hangup-Cause") or "NORMAL_CLEARING")
+        except Exception:
+            log.exception("event_failure_not_repaired", esl_event=event.key, call_id=call_id)
 
     async def idle(self, timeout: float = 5.0) -> None:
         """Wait until every queued event has been handled (tests and shutdown use it)."""

@@ -92,7 +92,7 @@ class SwitchCore:
             try:
                 listener.offer(event)
             except Exception:  # a broken socket must not stop the switch
-                log.exception("sim_listener_failed", event=event.name)
+                log.exception("sim_listener_failed", sim_event=event.name)
 
     # ------------------------------------------------------------ channels
 
