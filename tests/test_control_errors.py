@@ -18,6 +18,7 @@ from yotel.errors import (
     ValidationError,
 )
 
+from bridge.store import keys
 from bridge.verbs.base import REGISTRY
 from tests.conftest import AgentServer, in_thread
 from tests.helpers import commands, control, events, http, sdk, snapshot, start_call
@@ -93,14 +94,30 @@ async def test_a_tenant_key_without_the_control_scope_is_403(sandbox, agent_serv
     assert state["result"]["state"] == "in_progress"
 
 
-async def test_another_tenants_call_is_403(sandbox, agent_server: AgentServer):
+async def test_another_tenants_call_is_the_same_404_as_an_unknown_one(sandbox, agent_server: AgentServer):
+    """Issue 13, finding 7: a 403 here told a key of one tenant which call ids exist in another."""
     call = await start_call(sandbox, agent_server)
     other, _ = await sandbox.runtime.services.tenants.create_key("globex", ["ai_sessions:control_admin"])
-    with pytest.raises(PermissionError) as exc:
-        await in_thread(sdk(sandbox, other).ai_sessions.hangup, call.call_id)
-    assert exc.value.detail["code"] == "tenant_mismatch"
+    replies = []
+    for call_id in (call.call_id, "5f0c3c1e-0000-4000-8000-000000000000"):
+        with pytest.raises(NotFoundError) as exc:
+            await in_thread(sdk(sandbox, other).ai_sessions.hangup, call_id)
+        replies.append((exc.value.status_code, exc.value.detail["code"]))
+    assert replies == [(404, "ai_session_not_found")] * 2
     assert commands(sandbox, call.call_id, "uuid_kill") == []
     assert (await session_of(sandbox, call.call_id)).terminal is False
+
+
+async def test_a_callback_token_on_another_tenants_call_is_403_like_on_any_other_call(
+    sandbox, agent_server: AgentServer
+):
+    """The fence the contract states (403) holds for the AI's token, decided before any lookup."""
+    ours = await start_call(sandbox, agent_server)
+    theirs = await start_call(sandbox, agent_server)
+    await sandbox.runtime.services.redis.hset(keys.session(theirs.call_id), "tenant_id", "globex")
+    for call_id in (theirs.call_id, "5f0c3c1e-0000-4000-8000-000000000000"):
+        reply = await control(sandbox, call_id, {"event": "hangup"}, auth=ours.token)
+        assert (reply.status, reply.code) == (403, "token_call_mismatch")
 
 
 async def test_an_unknown_call_is_404(sandbox):

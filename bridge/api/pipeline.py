@@ -3,10 +3,10 @@
 Order (docs/control-api.md explains each step):
 
 1. authenticate: 401 for a missing, unknown, expired or revoked credential
-2. the call: 404 `ai_session_not_found`
-3. tenant fence: 403 `tenant_mismatch`
-4. the credential's reach: a callback token of another call is 403 `token_call_mismatch`; a tenant
-   key needs `ai_sessions:control_admin` (403 `missing_scope`)
+2. the credential's reach, judged before the call is looked at: a callback token of another call
+   is 403 `token_call_mismatch`; a tenant key needs `ai_sessions:control_admin` (403 `missing_scope`)
+3. the call and the tenant fence: 404 `ai_session_not_found` for a call that does not exist and for
+   another tenant's alike, so the answer says nothing about other tenants' calls (docs/security.md)
 5. rate limit: 429 `rate_limited` with Retry-After
 6. body: 400 `invalid_json` / `validation_error`, 422 `tts_not_supported`, 501 `verb_not_implemented`
 7. idempotency: replay (`Idempotent-Replayed: true`), 422 `idempotency_key_reused`, or claim
@@ -144,10 +144,8 @@ class ControlPipeline:
             principal = principal_from(secret, admission.credential)
             request["principal"] = principal
             stored = admission.session
-            if not stored or "tenant_id" not in stored:
-                raise ApiError(404, "ai_session_not_found", f"no AI session {call_id}")
-            session = Session.from_hash(stored)
-            self._check_reach(principal, session)
+            session = Session.from_hash(stored) if stored and "tenant_id" in stored else None
+            session = self._check_reach(principal, call_id, session)
         except BaseException:
             if gate.kind == "claimed" and key is not None:
                 await self._release(call_id, key, request_id)
@@ -186,11 +184,11 @@ class ControlPipeline:
             raise StoreUnavailable("Redis did not answer in time") from exc
 
     @staticmethod
-    def _check_reach(principal: Principal, session: Session) -> None:
-        if session.tenant_id != principal.tenant_id:
-            raise ApiError(403, "tenant_mismatch", "this call belongs to another tenant")
+    def _check_reach(principal: Principal, call_id: str, session: Session | None) -> Session:
+        """What the credential may reach first (it needs no lookup, so it reveals nothing), then
+        the call: missing and another tenant's are the same 404."""
         if principal.kind == "callback_token":
-            if principal.call_id != session.call_id:
+            if principal.call_id != call_id:
                 raise ApiError(403, "token_call_mismatch", "this callback token is bound to another call")
         elif not principal.has(CONTROL_ADMIN_SCOPE):
             raise ApiError(
@@ -199,6 +197,9 @@ class ControlPipeline:
                 f"Scope '{CONTROL_ADMIN_SCOPE}' required: tenant keys drive calls only when given it",
                 extra={"scope": CONTROL_ADMIN_SCOPE},
             )
+        if session is None or session.tenant_id != principal.tenant_id:
+            raise ApiError(404, "ai_session_not_found", f"no AI session {call_id} in this tenant")
+        return session
 
     @staticmethod
     def _parse(body: dict[str, Any]) -> Any:
