@@ -41,3 +41,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var
+
+# A real FreeSWITCH 1.10.12 (+ sofia-sip, spandsp, mod_audio_fork) built from ../shared/freeswitch-src
+# (or FREESWITCH_SRC) into FREESWITCH_PREFIX; a finished build is not redone. See docs/freeswitch.md.
+FREESWITCH_PREFIX ?= /opt/bridge-freeswitch
+
+.PHONY: freeswitch test-freeswitch
+
+freeswitch:
+	FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) scripts/build-freeswitch.sh
+
+test-freeswitch: $(STAMP)
+	FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) $(BIN)/pytest -m freeswitch tests/freeswitch $(PYTEST_ARGS)
