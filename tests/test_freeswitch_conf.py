@@ -79,3 +79,81 @@ def test_conference_profile_sends_member_variables_as_the_simulator_does():
 def test_directory_domain_is_the_switch_domain():
     vars_xml = (CONF / "vars.xml").read_text()
     assert f'data="domain={Settings().directory_domain}"' in vars_xml
+
+
+BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts/build-freeswitch.sh"
+
+
+def _built_modules() -> list[str]:
+    """The FS_MODULES list of scripts/build-freeswitch.sh (build/modules.conf lines)."""
+    text = BUILD_SCRIPT.read_text()
+    block = text.split('FS_MODULES="', 1)[1].split('"', 1)[0]
+    return [line.strip().rsplit("/", 1)[1] for line in block.splitlines() if line.strip()]
+
+
+def test_modules_conf_loads_exactly_what_the_build_script_builds():
+    loaded = [m.get("module") for m in _parse("autoload_configs/modules.conf.xml").iter("load")]
+    assert len(loaded) == len(set(loaded))
+    assert sorted(loaded) == sorted([*_built_modules(), "mod_audio_fork"])
+    assert loaded[:2] == ["mod_console", "mod_logfile"]  # loggers first: later lines reach the log
+    for needed in (
+        "mod_event_socket",
+        "mod_commands",
+        "mod_dptools",
+        "mod_conference",
+        "mod_loopback",
+        "mod_callcenter",
+        "mod_http_cache",
+        "mod_audio_fork",
+    ):
+        assert needed in loaded
+
+
+def test_the_configurations_whose_absence_logs_an_error_are_there():
+    # Each of these logs [ERR] "Open of <name> failed" (or "Could not open"), or goes silent, without
+    # its file. (mod_spandsp and mod_hash run on their defaults without one.)
+    roots = [ET.parse(path).getroot() for path in (CONF / "autoload_configs").glob("*.xml")]
+    names = {root.get("name") for root in roots if root.tag == "configuration"}
+    for conf in (
+        "modules.conf",
+        "switch.conf",
+        "console.conf",
+        "logfile.conf",
+        "event_socket.conf",
+        "sofia.conf",
+        "conference.conf",
+        "callcenter.conf",
+        "local_stream.conf",
+        "http_cache.conf",
+        "db.conf",
+    ):
+        assert conf in names, conf
+    assert "shout.conf" not in names  # mod_shout is not built
+
+
+def test_conference_members_bind_no_caller_controls():
+    """conference_member.c:87 logs [ERR] on every join when the profile's caller-controls group
+    is missing; "none" binds no keys (DTMF is the AI's, as on the simulator)."""
+    root = _parse("autoload_configs/conference.conf.xml")
+    groups = {g.get("name") for section in root.iter("caller-controls") for g in section.iter("group")}
+    for profile in root.iter("profile"):
+        params = {p.get("name"): p.get("value") for p in profile.iter("param")}
+        for key in ("caller-controls", "moderator-controls"):
+            assert params.get(key, "default") in groups | {"none"}, (profile.get("name"), key)
+
+
+def test_music_on_hold_plays_a_wav_the_conf_ships():
+    import wave
+
+    streams = _parse("autoload_configs/local_stream.conf.xml").iter("directory")
+    directory = next(d for d in streams if d.get("name") == "moh")
+    path = directory.get("path") or ""
+    assert path.startswith("$${conf_dir}/")
+    local = CONF / path.removeprefix("$${conf_dir}/")
+    rate = {p.get("name"): p.get("value") for p in directory.iter("param")}["rate"]
+    wavs = sorted(local.glob("*.wav"))
+    assert wavs, local
+    for wav_path in wavs:
+        with wave.open(str(wav_path)) as wav:
+            assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (int(rate), 1, 2)
+            assert wav.getnframes() >= wav.getframerate()  # at least a second
