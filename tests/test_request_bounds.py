@@ -284,3 +284,12 @@ async def test_a_client_request_id_is_echoed_only_when_plain(sandbox):
     for odd in ("two words", "x" * 129, "é"):
         reply = await http(sandbox, "GET", "/healthz", headers={"X-Request-Id": odd})
         assert reply.headers["X-Request-Id"].startswith("req_"), odd
+
+
+async def test_console_assets_load_and_a_missing_one_is_a_404_in_the_envelope(sandbox):
+    for name, kind in (("console.css", "text/css"), ("console.js", "javascript")):
+        reply = await http(sandbox, "GET", f"/console/assets/{name}")
+        assert reply.status == 200 and kind in reply.headers["Content-Type"], name
+    for missing in ("nope.css", "console.html", "..%2Fconsole.html"):
+        reply = await http(sandbox, "GET", f"/console/assets/{missing}")
+        assert (reply.status, reply.code) == (404, "not_found"), missing

@@ -305,6 +305,18 @@ async def console(_request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "console.html", headers={"Cache-Control": "no-store"})
 
 
+# The files the console page loads; anything else under /console/assets is a 404 in the envelope
+# (aiohttp's static route answers a missing file with an empty application/octet-stream 404).
+ASSETS = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in (".css", ".js"))
+
+
+async def console_asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["filename"]
+    if name not in ASSETS:
+        raise ApiError(404, "not_found", "no such console asset")
+    return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+
+
 async def _close_sockets(app: web.Application) -> None:
     """On shutdown: close supervisor sockets so the runner does not wait out its timeout."""
     hub = app[SERVICES_KEY].supervision if SERVICES_KEY in app else None
@@ -323,5 +335,5 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/escalations/{esc_id}", get_escalation)
     app.router.add_post("/api/v1/escalations/{esc_id}/claim", claim_escalation)
     app.router.add_get("/console", console)
-    app.router.add_static("/console/assets", STATIC_DIR, append_version=True)
+    app.router.add_get("/console/assets/{filename}", console_asset)
     app.on_shutdown.append(_close_sockets)
