@@ -19,6 +19,7 @@ from bridge.api.openapi import OPERATIONS, build_document
 from bridge.api.routes.openapi import served_routes
 from bridge.services import Services
 from bridge.verbs.models import VERB_NAMES
+from tests.helpers import http
 
 DOCUMENT = build_document()
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -144,3 +145,14 @@ def test_request_and_answer_models_come_from_pydantic():
     }
     assert schemas["CallCreate"]["properties"]["from"]["pattern"].startswith("^\\+")
     assert "voice_agent_id" in schemas["SetDefaultVoiceAgent"]["required"]
+
+
+async def test_default_voice_agent_is_not_taken_for_an_id(sandbox):
+    """/voice-agents/default has GET and POST; {va_id}'s PATCH and DELETE must not match it (the
+    405's Allow listed them, against the document, and DELETE /default deleted an agent "default")."""
+    reply = await http(sandbox, "DELETE", "/api/v1/voice-agents/default")
+    assert (reply.status, reply.code) == (405, "method_not_allowed")
+    assert set(reply.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+    assert (await http(sandbox, "GET", "/api/v1/voice-agents/default")).status == 200
+    missing = await http(sandbox, "GET", "/api/v1/voice-agents/va_unknown")
+    assert (missing.status, missing.code) == (404, "voice_agent_not_found")

@@ -129,10 +129,12 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/v1/voice-agents", create)
     r.add_get("/api/v1/voice-agents", list_agents)
-    # /default before /{va_id} so it is not taken for an id.
+    # /default is not an id: without the lookahead, /{va_id} also matched it, so a 405 on /default
+    # advertised {va_id}'s PATCH and DELETE in Allow, and DELETE /default was a delete of "default".
+    agent = "/api/v1/voice-agents/{va_id:(?!default$)[^{}/]+}"
     r.add_get("/api/v1/voice-agents/default", get_default)
     r.add_post("/api/v1/voice-agents/default", set_default)
-    r.add_get("/api/v1/voice-agents/{va_id}", get)
-    r.add_patch("/api/v1/voice-agents/{va_id}", update)
-    r.add_post("/api/v1/voice-agents/{va_id}/archive", archive)
-    r.add_delete("/api/v1/voice-agents/{va_id}", delete)
+    r.add_get(agent, get)
+    r.add_patch(agent, update)
+    r.add_post(agent + "/archive", archive)
+    r.add_delete(agent, delete)
