@@ -13,10 +13,17 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
+from hypothesis import settings as hypothesis_settings
 
 from bridge.config import Settings
 from bridge.store.redis import EmbeddedRedis, connect
 from tests.sim_helpers import RawEsl
+
+# CI runs the property tests derandomized (the same examples each run, nothing stored), so a red
+# run is reproducible from its log; locally they explore, and keep what failed in .hypothesis/.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI") == "true":
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

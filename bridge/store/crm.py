@@ -41,9 +41,9 @@ TERMINAL_LEAD_STATUSES = ("completed", "failed", "dnd")
 MAX_CUSTOM_FIELDS = 500
 MAX_CUSTOM_VALUE_BYTES = 16 * 1024
 
-E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # Yotel's own rule for a bare number: Indian, 10 digits, an optional 0 or 91 in front.
-INDIAN_NATIONAL_RE = re.compile(r"^(?:0|91)?([6-9]\d{9})$")
+INDIAN_NATIONAL_RE = re.compile(r"^(?:0|91)?([6-9][0-9]{9})$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 

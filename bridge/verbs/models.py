@@ -19,12 +19,12 @@ from bridge.ids import CampaignId, LeadId, VoiceAgentId
 
 __all__ = ["CampaignId", "LeadId", "VoiceAgentId"]
 
-E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")  # [0-9]: \d would match other scripts' digits too
 # No ',' (bridge rings every comma-separated endpoint at once), '/' (a second dial string such as
 # sofia/gateway/...) or '?' in the user part: a SIP URI must stay one endpoint of our choosing.
 # RFC 3261 also allows ! ( ) & $ there; FreeSWITCH reads them in dial strings, so they are refused
 # (percent-encode them).
-SIP_URI_RE = re.compile(r"^sips?:[A-Za-z0-9_.~*=+;%-]+@[A-Za-z0-9.-]+(:\d{1,5})?(;[A-Za-z0-9_=.-]+)*$")
+SIP_URI_RE = re.compile(r"^sips?:[A-Za-z0-9_.~*=+;%-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?(;[A-Za-z0-9_=.-]+)*$")
 DTMF_RE = re.compile(r"^[0-9A-Da-d*#wW]{1,99}$")
 # Queue / agent / member names end up inside a FreeSWITCH dialplan string: keep them plain.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")

@@ -11,7 +11,7 @@ from bridge.calls.originate import originate_ai_call
 from bridge.services import services_of
 from bridge.verbs.models import CampaignId, LeadId, VoiceAgentId
 
-E164 = r"^\+[1-9]\d{1,14}$"
+E164 = r"^\+[1-9][0-9]{1,14}$"
 
 
 class CallCreate(BaseModel):
