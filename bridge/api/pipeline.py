@@ -3,10 +3,10 @@
 Order (docs/control-api.md explains each step):
 
 1. authenticate: 401 for a missing, unknown, expired or revoked credential
-2. the credential's reach, judged before the call is looked at: a callback token of another call
-   is 403 `token_call_mismatch`; a tenant key needs `ai_sessions:control_admin` (403 `missing_scope`)
-3. the call and the tenant fence: 404 `ai_session_not_found` for a call that does not exist and for
-   another tenant's alike, so the answer says nothing about other tenants' calls (docs/security.md)
+2. a callback token of another call: 403 `token_call_mismatch` (judged before the call is looked at)
+3. a tenant key needs `ai_sessions:control_admin`: 403 `missing_scope`
+4. the call, in the credential's tenant: 404 `ai_session_not_found` for a call that does not exist
+   and for another tenant's alike, so the answer says nothing about other tenants' calls
 5. rate limit: 429 `rate_limited` with Retry-After
 6. body: 400 `invalid_json` / `validation_error`, 422 `tts_not_supported`, 501 `verb_not_implemented`
 7. idempotency: replay (`Idempotent-Replayed: true`), 422 `idempotency_key_reused`, or claim
