@@ -2,22 +2,22 @@
 
 Events are queued per channel uuid and handled by one task per live call, so a call's
 events are applied in the order FreeSWITCH sent them while calls never wait on each other,
-and the ESL reader never waits on any of them.
+and the ESL reader never waits on any of them. The AI fork's events are bridge.calls.forks',
+the reconciliation after a reconnect bridge.calls.resync's; both register here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bridge.calls.commands import command, join, word
+from bridge.calls.forks import AiForkEvents
+from bridge.calls.resync import Resync
 from bridge.calls.sessions import Session, iso
-from bridge.calls.switch import queue_dialplan
 from bridge.calls.voice_agents import VoiceAgent
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
@@ -61,26 +61,23 @@ class CallManager:
         self.after_connect: list[Callable[..., Awaitable[None]]] = []
         # ...and here, run once when a session ends, whatever the outcome: hook(call_id).
         self.on_finish: list[Callable[[str], Awaitable[None]]] = []
+        self.resync = Resync(self)
 
     # ------------------------------------------------------------ wiring
 
     async def start(self) -> None:
         assert self.svc.esl is not None
         self.svc.esl.add_event_handler(self._route)
-        self.svc.esl.add_connection_listener(on_up=self.resync)
+        self.svc.esl.add_connection_listener(on_up=self.resync.run)
         for key, handler in (
             ("CHANNEL_PARK", self._on_park),
             ("CHANNEL_ANSWER", self._on_answer),
             ("CHANNEL_HANGUP_COMPLETE", self._on_hangup_complete),
             ("RECORD_STOP", self._on_record_stop),
-            ("mod_audio_fork::connect", self._on_fork_connect),
-            ("mod_audio_fork::connect_failed", self._on_fork_lost),
-            ("mod_audio_fork::disconnect", self._on_fork_lost),
             ("conference::maintenance", self._on_conference),
-            ("mod_audio_fork::play_audio", self._on_ai_audio),
-            ("mod_audio_fork::kill_audio", self._on_ai_audio_killed),
         ):
             self.on(key, handler)
+        self.forks = AiForkEvents(self)
 
     def on(self, key: str, handler: EventHandler) -> None:
         """Register a handler for an Event-Name (or a CUSTOM subclass). Handlers of one call
@@ -135,7 +132,7 @@ class CallManager:
                 return
             if event.name in ("CHANNEL_PARK", "CHANNEL_ANSWER") and not session.terminal:
                 await self.finish(call_id, "error", "internal_error")
-                await self._kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+                await self.kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
             elif event.name == "CHANNEL_HANGUP_COMPLETE":
                 await self.call_ended(session, event.get("Hangup-Cause") or "NORMAL_CLEARING")
         except Exception:
@@ -227,14 +224,14 @@ class CallManager:
         except (SwitchError, SwitchUnavailable) as exc:
             log.error("ai_call_setup_failed", call_id=call_id, error=str(exc))
             await self.finish(call_id, "error", f"switch_error: {exc}")
-            await self._kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+            await self.kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
 
     async def reject(self, session: Session, reason: str, *, cause: str) -> None:
         """End the session with outcome `error` and hang the caller up with `cause`."""
         await self.finish(session.call_id, "error", reason)
-        await self._kill_quietly(session.call_id, cause)
+        await self.kill_quietly(session.call_id, cause)
 
-    async def _kill_quietly(self, call_id: str, cause: str) -> None:
+    async def kill_quietly(self, call_id: str, cause: str) -> None:
         try:
             await self.svc.switch.kill(call_id, cause)
         except (SwitchError, SwitchUnavailable) as exc:
@@ -257,7 +254,7 @@ class CallManager:
             except (SwitchError, SwitchUnavailable) as exc:
                 log.error("ai_call_setup_failed", call_id=session.call_id, error=str(exc))
                 await self.finish(session.call_id, "error", f"switch_error: {exc}")
-                await self._kill_quietly(session.call_id, "NORMAL_TEMPORARY_FAILURE")
+                await self.kill_quietly(session.call_id, "NORMAL_TEMPORARY_FAILURE")
 
     async def mark_answered(self, call_id: str) -> bool:
         """Record the answer once, whoever sees it first (our uuid_answer or CHANNEL_ANSWER)."""
@@ -346,109 +343,8 @@ class CallManager:
         for hook in self.after_connect:
             await hook(call_id, agent, token)
 
-    async def _fork_session(self, uuid: str) -> Session | None:
-        """The session whose AI fork runs on channel `uuid`: the call itself, or, once the AI moved
-        into a conference, its conference leg. None for the caller's old fork after that move: the
-        bridge closed it on purpose, so its events say nothing about the AI's WebSocket."""
-        session = await self.svc.sessions.get(uuid)
-        if session is not None:
-            return None if session.conference_id else session
-        conf_id = await self.svc.conferences.conference_of_leg(uuid)
-        conf = await self.svc.conferences.get(conf_id) if conf_id else None
-        if conf is None or conf.ai_left:
-            return None
-        session = await self.svc.sessions.get(conf.call_id)
-        if session is None or session.conference_id != conf.conference_id:
-            return None
-        return session
-
-    async def _on_fork_connect(self, event: Event) -> None:
-        session = await self._fork_session(event.unique_id)
-        if session is not None:
-            await self.svc.sessions.update(session.call_id, fork_connected=True)
-
     async def _on_conference(self, event: Event) -> None:
         await self.svc.conferences.on_event(event, self.svc.outbox)
-
-    async def _on_ai_audio(self, event: Event) -> None:
-        """The AI sent audio over its WebSocket (playAudio): mod_audio_fork only wrote it to a file
-        (freeswitch.md §3.2), so the bridge plays it: to the call, or in a conference to the AI
-        leg's far side (loopback-b), whose audio is what the AI says into the room."""
-        session = await self._fork_session(event.unique_id)
-        if session is None or session.terminal:
-            return
-        try:
-            path = json.loads(event.body or "{}").get("file")
-        except ValueError:
-            path = None
-        if not isinstance(path, str) or not path:
-            log.warning("ai_audio_without_file", call_id=session.call_id)
-            return
-        target = session.extra.get("ai_speech_uuid") or session.call_id
-        try:
-            playback = join("playback::", word(path, "AI audio file"))
-            await self.svc.switch.api(command("uuid_broadcast", target, playback, "aleg"))
-        except (SwitchError, SwitchUnavailable) as exc:
-            log.warning("ai_audio_not_played", call_id=session.call_id, error=str(exc))
-
-    async def _on_ai_audio_killed(self, event: Event) -> None:
-        """killAudio breaks playback on the fork's own channel; in a conference the AI's audio
-        plays on loopback-b, which the module does not touch, so the bridge breaks it there."""
-        session = await self._fork_session(event.unique_id)
-        speech = session.extra.get("ai_speech_uuid") if session is not None else None
-        if not speech or session is None or session.terminal:
-            return
-        try:
-            await self.svc.switch.api(command("uuid_break", speech, "all"))
-        except (SwitchError, SwitchUnavailable) as exc:
-            log.warning("ai_audio_not_broken", call_id=session.call_id, error=str(exc))
-
-    async def _on_fork_lost(self, event: Event) -> None:
-        """The AI's WebSocket dropped or never connected: the agent's ws_disconnect_action decides."""
-        session = await self._fork_session(event.unique_id)
-        if session is None:
-            return
-        call_id = session.call_id
-        await self.svc.sessions.update(call_id, fork_connected=False)
-        if session.token_lifetime == "ws_session":
-            await self.svc.tokens.revoke_all_for_call(call_id)
-        if session.terminal or event.get("Answer-State") == "hangup":
-            return
-        if not await self._channel_alive(call_id):
-            return
-        agent = await self.svc.voice_agents.get(session.voice_agent_id or "")
-        action = agent.ws_disconnect_action if agent else "hangup"
-        reason = "ws_connect_failed" if event.subclass.endswith("connect_failed") else "ws_disconnected"
-        log.warning("ai_websocket_lost", call_id=call_id, reason=reason, action=action)
-        if action == "transfer_to_queue":
-            queue = self.settings.default_queue
-            dest = queue_dialplan(queue, self.settings.callcenter_domain)
-            try:
-                await self.svc.switch.api(command("uuid_transfer", call_id, dest, "inline"))
-            except (SwitchError, SwitchUnavailable) as exc:
-                log.error("fallback_transfer_failed", call_id=call_id, error=str(exc))
-                await self.finish(call_id, "error", reason)
-                await self._kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
-                return
-            transfer = {
-                "destination_type": "agent_queue",
-                "destination": queue,
-                "metadata": {"reason": reason},
-            }
-            await self.svc.sessions.update(call_id, transfer=json.dumps(transfer))
-            await self.svc.outbox.emit(
-                "ai_session.transferred", session.tenant_id, {"call_id": call_id, **transfer}
-            )
-            await self.finish(call_id, "transferred_agent_queue", reason)
-        else:
-            await self.finish(call_id, "error", reason)
-            await self._kill_quietly(call_id, "NORMAL_CLEARING")
-
-    async def _channel_alive(self, call_id: str) -> bool:
-        try:
-            return await self.svc.switch.exists(call_id)
-        except (SwitchError, SwitchUnavailable):
-            return False
 
     # ------------------------------------------------------------ the end of a session / call
 
@@ -494,7 +390,7 @@ class CallManager:
         if conf is None or not conf.ai_leg_uuid or conf.ai_left:
             return
         await self.svc.conferences.update(conference_id, ai_left="1")
-        await self._kill_quietly(conf.ai_leg_uuid, "NORMAL_CLEARING")
+        await self.kill_quietly(conf.ai_leg_uuid, "NORMAL_CLEARING")
 
     def add_timer(self, call_id: str, timer: asyncio.TimerHandle | asyncio.Task[Any]) -> None:
         """Timers that die with the session (token refresh, session timeout)."""
@@ -574,46 +470,3 @@ class CallManager:
                 "started_at": iso(session.started_at),
             },
         )
-
-    # ------------------------------------------------------------ resync after (re)connect
-
-    async def resync(self) -> None:
-        """Sessions whose channel vanished while the ESL link was down are ended; slots held
-        by calls that are no longer live are freed (a crash cannot leak them)."""
-        try:
-            raw = await self.svc.switch.api(command("show", "channels", "as", "json"))
-        except (SwitchError, SwitchUnavailable) as exc:
-            log.error("resync_failed", error=str(exc))
-            return
-        try:
-            rows = json.loads(raw).get("rows") or []
-        except ValueError:
-            log.error("resync_unparseable_channels", head=raw[:120])
-            return
-        alive = {row.get("uuid") for row in rows}
-        for call_id in await self.svc.sessions.live_call_ids():
-            if call_id in alive:
-                continue
-            session = await self.svc.sessions.get(call_id)
-            if session is None:
-                await self.svc.redis.srem(keys.live_sessions(), call_id)
-                continue
-            if (
-                session.direction == "outbound"
-                and not session.answered
-                and time.time() - session.started_at < (self.settings.originate_timeout_s + 5)
-            ):
-                continue  # still dialling: the channel may not exist yet
-            log.warning("session_channel_vanished", call_id=call_id)
-            await self.call_ended(session, "LOSE_RACE" if not session.answered else "UNKNOWN")
-        await self._free_orphan_slots()
-        log.info("resynced", channels=len(alive))
-
-    async def _free_orphan_slots(self) -> None:
-        live = await self.svc.sessions.live_call_ids()
-        async for key in self.svc.redis.scan_iter(match=keys.voice_agent_active("*"), count=500):
-            holders = await self.svc.redis.smembers(key)
-            stale = [c for c in holders if c not in live]
-            if stale:
-                await self.svc.redis.srem(key, *stale)
-                log.warning("freed_orphan_slots", key=key, calls=stale)

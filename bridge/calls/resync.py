@@ -1,0 +1,68 @@
+"""After the ESL link (re)connects: sessions whose channel vanished while it was down are ended,
+and voice-agent slots held by calls that are no longer live are freed, so a crash or an outage
+cannot leak either."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from bridge.calls.commands import command
+from bridge.errors import SwitchError, SwitchUnavailable
+from bridge.store import keys
+
+if TYPE_CHECKING:
+    from bridge.calls.manager import CallManager
+
+log = structlog.get_logger(__name__)
+
+
+class Resync:
+    def __init__(self, calls: CallManager) -> None:
+        self.calls = calls
+        self.svc = calls.svc
+        self.settings = calls.settings
+
+    async def run(self) -> None:
+        """Sessions whose channel vanished while the ESL link was down are ended; slots held
+        by calls that are no longer live are freed (a crash cannot leak them)."""
+        try:
+            raw = await self.svc.switch.api(command("show", "channels", "as", "json"))
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.error("resync_failed", error=str(exc))
+            return
+        try:
+            rows = json.loads(raw).get("rows") or []
+        except ValueError:
+            log.error("resync_unparseable_channels", head=raw[:120])
+            return
+        alive = {row.get("uuid") for row in rows}
+        for call_id in await self.svc.sessions.live_call_ids():
+            if call_id in alive:
+                continue
+            session = await self.svc.sessions.get(call_id)
+            if session is None:
+                await self.svc.redis.srem(keys.live_sessions(), call_id)
+                continue
+            if (
+                session.direction == "outbound"
+                and not session.answered
+                and time.time() - session.started_at < (self.settings.originate_timeout_s + 5)
+            ):
+                continue  # still dialling: the channel may not exist yet
+            log.warning("session_channel_vanished", call_id=call_id)
+            await self.calls.call_ended(session, "LOSE_RACE" if not session.answered else "UNKNOWN")
+        await self.free_orphan_slots()
+        log.info("resynced", channels=len(alive))
+
+    async def free_orphan_slots(self) -> None:
+        live = await self.svc.sessions.live_call_ids()
+        async for key in self.svc.redis.scan_iter(match=keys.voice_agent_active("*"), count=500):
+            holders = await self.svc.redis.smembers(key)
+            stale = [c for c in holders if c not in live]
+            if stale:
+                await self.svc.redis.srem(key, *stale)
+                log.warning("freed_orphan_slots", key=key, calls=stale)
