@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,6 +14,21 @@ CONF = Path(__file__).resolve().parent.parent / "freeswitch-conf"
 
 def _parse(name: str) -> ET.Element:
     return ET.parse(CONF / name).getroot()
+
+
+def _defaults() -> dict[str, str]:
+    """The global variables vars.xml sets (X-PRE-PROCESS set), before any env-set override."""
+    found = {}
+    for pre in _parse("vars.xml").iter("X-PRE-PROCESS"):
+        if pre.get("cmd") == "set":
+            name, _, value = (pre.get("data") or "").partition("=")
+            found[name] = value
+    return found
+
+
+def _resolve(value: str | None) -> str:
+    """A param value with its $${var} references replaced by their vars.xml defaults."""
+    return re.sub(r"\$\$\{(\w+)\}", lambda m: _defaults()[m.group(1)], value or "")
 
 
 def test_every_xml_file_is_well_formed():
@@ -28,7 +44,30 @@ def test_event_socket_listens_on_loopback_where_the_bridge_connects_by_default()
     }
     default = Settings().esl
     assert params["listen-ip"] == default.host == "127.0.0.1"
-    assert int(params["listen-port"]) == default.port
+    assert int(_resolve(params["listen-port"])) == default.port
+
+
+def test_ports_default_to_the_documented_ones_and_the_environment_can_move_them():
+    """8021 (ESL), 5080 (SIP), RTP 16384-16584 unless FREESWITCH_*_PORT is set where the switch
+    starts: X-PRE-PROCESS env-set only replaces a value when its environment variable is set."""
+    defaults = _defaults()
+    assert (defaults["esl_port"], defaults["lab_sip_port"]) == ("8021", "5080")
+    assert (defaults["rtp_start_port"], defaults["rtp_end_port"]) == ("16384", "16584")
+    env_sets = {
+        pre.get("data") for pre in _parse("vars.xml").iter("X-PRE-PROCESS") if pre.get("cmd") == "env-set"
+    }
+    for var, env in (
+        ("esl_port", "FREESWITCH_ESL_PORT"),
+        ("lab_sip_port", "FREESWITCH_SIP_PORT"),
+        ("rtp_start_port", "FREESWITCH_RTP_START_PORT"),
+        ("rtp_end_port", "FREESWITCH_RTP_END_PORT"),
+        ("pstn_proxy", "FREESWITCH_PSTN_PROXY"),
+    ):
+        assert f"{var}=${env}" in env_sets
+    profile = {p.get("name"): p.get("value") for p in _parse("sip_profiles/lab.xml").iter("param")}
+    assert _resolve(profile["sip-port"]) == "5080"
+    core = {p.get("name"): p.get("value") for p in _parse("autoload_configs/switch.conf.xml").iter("param")}
+    assert (_resolve(core["rtp-start-port"]), _resolve(core["rtp-end-port"])) == ("16384", "16584")
 
 
 def test_ai_extension_parks_with_the_variables_the_bridge_reads():
