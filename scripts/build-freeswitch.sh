@@ -124,10 +124,18 @@ expected_stamp() {
 }
 
 # ------------------------------------------------------------------ 1. the sources, checked first
-[ -d "$SRC" ] || die "no source directory $SRC (set FREESWITCH_SRC to the directory holding ${TARBALLS[*]})"
+built() { [ -f "$STAMP" ] && [ -x "$PREFIX/bin/freeswitch" ]; }
+no_source() {  # a finished build stands even where its sources are gone; otherwise it's an error
+  if built; then
+    say "FreeSWITCH already built in $PREFIX; $1, so it cannot be compared with the sources: kept"
+    exit 0
+  fi
+  die "$1"
+}
+[ -d "$SRC" ] || no_source "no source directory $SRC (set FREESWITCH_SRC to the directory holding ${TARBALLS[*]})"
 declare -A SUMS=()
 for t in "${TARBALLS[@]}"; do
-  [ -f "$SRC/$t" ] || die "missing tarball $SRC/$t (see $SRC/SOURCES.txt)"
+  [ -f "$SRC/$t" ] || no_source "missing tarball $SRC/$t (see SOURCES.txt beside it)"
   SUMS[$t]=$(sha256sum "$SRC/$t" | cut -d' ' -f1)
   if [ "${SUMS[$t]}" != "${PINNED[$t]}" ] && [ "${FREESWITCH_UNPINNED:-0}" != 1 ]; then
     die "$SRC/$t is damaged or not the pinned one: sha256 ${SUMS[$t]}, expected ${PINNED[$t]}" \
@@ -135,8 +143,12 @@ for t in "${TARBALLS[@]}"; do
   fi
 done
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(expected_stamp)" ] \
-  && [ -x "$PREFIX/bin/freeswitch" ]; then
+# One build at a time per build tree: a second run waits here, then finds the first one's stamp.
+mkdir -p "$(dirname "$WORK")"
+exec 9>"$WORK.lock"
+flock 9
+
+if built && [ "$(cat "$STAMP")" = "$(expected_stamp)" ]; then
   say "FreeSWITCH already built in $PREFIX (stamp $STAMP matches the sources): nothing to do"
   if ! apt_install "${TEST_DEPS[@]}"; then
     echo "note: sip-tester (SIPp) is not installed and this is not root: apt-get install sip-tester" >&2
@@ -144,6 +156,15 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(expected_stamp)" ] \
   exit 0
 fi
 
+# ------------------------------------------------------------------ 2. build dependencies (xz-utils among them, for the next check)
+if ! apt_install "${DEBIAN_DEPS[@]}" "${TEST_DEPS[@]}"; then
+  missing=$(missing_debs "${DEBIAN_DEPS[@]}")
+  [ -n "$missing" ] && die "not root, and these Debian packages are missing:" $missing \
+    "(apt-get install them, or run as root)"
+  echo "note: sip-tester (SIPp) is not installed and this is not root: apt-get install sip-tester" >&2
+fi
+
+# ------------------------------------------------------------------ 3. the tarballs' contents
 for t in "${TARBALLS[@]}"; do
   listing=$(xz -dc "$SRC/$t" | tar -t 2>/dev/null) || die "$SRC/$t is damaged: it does not unpack (xz/tar failed)"
   for f in ${REQUIRED[$t]}; do
@@ -153,23 +174,10 @@ for t in "${TARBALLS[@]}"; do
 done
 say "sources in $SRC checked (${#TARBALLS[@]} tarballs, sha256 and contents)"
 
-# ------------------------------------------------------------------ 2. build dependencies
-if ! apt_install "${DEBIAN_DEPS[@]}" "${TEST_DEPS[@]}"; then
-  missing=$(missing_debs "${DEBIAN_DEPS[@]}")
-  [ -n "$missing" ] && die "not root, and these Debian packages are missing:" $missing \
-    "(apt-get install them, or run as root)"
-  echo "note: sip-tester (SIPp) is not installed and this is not root: apt-get install sip-tester" >&2
-fi
-
 mkdir -p "$PREFIX" 2>/dev/null || die "cannot create $PREFIX (run as root or set FREESWITCH_PREFIX)"
 [ -w "$PREFIX" ] || die "$PREFIX is not writable (run as root or set FREESWITCH_PREFIX)"
 
-# One build at a time per build tree.
-mkdir -p "$(dirname "$WORK")"
-exec 9>"$WORK.lock"
-flock 9
-
-# ------------------------------------------------------------------ 3. build
+# ------------------------------------------------------------------ 4. build
 START=$(date +%s)
 rm -rf "$WORK" "$STAMP"
 mkdir -p "$WORK/logs"
@@ -264,7 +272,7 @@ build_audio_fork() {
 }
 step mod_audio_fork build_audio_fork
 
-# ------------------------------------------------------------------ 4. check what was installed
+# ------------------------------------------------------------------ 5. check what was installed
 FS_BIN="$PREFIX/bin/freeswitch"
 [ -x "$FS_BIN" ] || die "$FS_BIN was not installed"
 for m in $FS_MODULES applications/mod_audio_fork; do
