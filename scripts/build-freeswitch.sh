@@ -133,9 +133,11 @@ no_source() {  # a finished build stands even where its sources are gone; otherw
   die "$1"
 }
 [ -d "$SRC" ] || no_source "no source directory $SRC (set FREESWITCH_SRC to the directory holding ${TARBALLS[*]})"
-declare -A SUMS=()
 for t in "${TARBALLS[@]}"; do
   [ -f "$SRC/$t" ] || no_source "missing tarball $SRC/$t (see SOURCES.txt beside it)"
+done
+declare -A SUMS=()
+for t in "${TARBALLS[@]}"; do
   SUMS[$t]=$(sha256sum "$SRC/$t" | cut -d' ' -f1)
   if [ "${SUMS[$t]}" != "${PINNED[$t]}" ] && [ "${FREESWITCH_UNPINNED:-0}" != 1 ]; then
     die "$SRC/$t is damaged or not the pinned one: sha256 ${SUMS[$t]}, expected ${PINNED[$t]}" \
