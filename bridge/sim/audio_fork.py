@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import tempfile
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -94,6 +95,19 @@ class AudioFork:
         self._task: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._files: list[str] = []
+        self._caller_audio: deque[bytes] = deque()  # frames `speak` queued, sent before silence
+
+    def speak(self, pcm: bytes) -> int:
+        """Queue the caller's audio (L16 mono at the fork's rate): it goes out one frame per tick
+        in place of silence; in stereo the caller is the left channel. Returns the frame count."""
+        frame_bytes = self.rate * self.core.settings.audio_frame_ms // 1000 * 2
+        pcm = pcm[: len(pcm) // 2 * 2]
+        for start in range(0, len(pcm), frame_bytes):
+            chunk = pcm[start : start + frame_bytes].ljust(frame_bytes, b"\0")
+            if self.mix == "stereo":
+                chunk = b"".join(chunk[i : i + 2] + b"\0\0" for i in range(0, len(chunk), 2))
+            self._caller_audio.append(chunk)
+        return -(-len(pcm) // frame_bytes)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -178,8 +192,11 @@ class AudioFork:
         assert ws is not None
         while not ws.closed and not self._closing:
             if not self.paused:
+                frame = self._caller_audio.popleft() if self._caller_audio else silence
+                if self.ch.mute.get("read"):  # uuid_audio ... read mute: the fork hears silence
+                    frame = silence
                 try:
-                    await ws.send_bytes(silence)
+                    await ws.send_bytes(frame)
                 except (ConnectionError, RuntimeError, aiohttp.ClientError):
                     return
                 self.frames_sent += 1

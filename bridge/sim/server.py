@@ -608,6 +608,14 @@ class SwitchSimulator:
             ch.interrupt()
             await asyncio.sleep(0)
 
+    def speak(self, uuid: str, pcm: bytes) -> int:
+        """The caller says `pcm` (L16 mono at each fork's rate): every audio fork on the channel
+        streams it, paced in real time, in place of its silence. Returns the frames queued."""
+        ch = self.core.live(uuid)
+        if ch is None or not ch.alive:
+            return 0
+        return sum(fork.speak(pcm) for fork in list(ch.forks.values()))
+
     def channel(self, uuid: str) -> Channel | None:
         """The channel, live or ended (ended ones are kept so their outcome can be read)."""
         return self.core.channels.get(uuid)
