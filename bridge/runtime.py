@@ -106,6 +106,9 @@ async def _start_optional(svc: Services) -> None:
     from bridge.media.refresh import TokenRefresher
 
     await TokenRefresher(svc).start()
+    from bridge.calls.dtmf import DtmfRelay
+
+    await DtmfRelay(svc).start()
     from bridge.calls.scheduler import start_scheduler
 
     await start_scheduler(svc)
