@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean chromium
+.PHONY: run test lint bench install clean chromium espeak demo-agent
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,8 +14,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) espeak
 	$(BIN)/bridge sandbox $(ARGS)
+
+# The demo voice agent (bridge/demo/agent.py) for the sandbox's default base URL; run it beside `make run`.
+demo-agent: $(STAMP) espeak
+	$(BIN)/bridge demo-agent $(ARGS)
+
+# The demo agent speaks its greeting with Debian's espeak-ng when it is there (else a shipped WAV).
+espeak:
+	@if ! command -v espeak-ng >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y espeak-ng) \
+	      || echo "could not install espeak-ng: the demo agent uses its shipped WAV"; \
+	  else \
+	    echo "espeak-ng missing and not root: the demo agent uses its shipped WAV (apt-get install espeak-ng)"; \
+	  fi; \
+	fi
 
 # The console's browser test uses Debian's chromium; Playwright never downloads a browser here.
 CHROMIUM := /usr/bin/chromium
@@ -29,7 +44,7 @@ chromium:
 	  fi; \
 	fi
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium espeak
 	$(BIN)/ruff check bridge tests $(wildcard bench)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

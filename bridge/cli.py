@@ -1,4 +1,4 @@
-"""`bridge run | sandbox | keys create`."""
+"""`bridge run | sandbox | demo-agent | keys create`."""
 
 from __future__ import annotations
 
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--admin-key", default=None, help="use this yt_live_ key as the admin key")
     sb.add_argument("--tenant", default="sandbox", help="the sandbox tenant id")
     sb.add_argument("--esl-port", type=int, default=0, help="simulator ESL port (default: any free port)")
+    from bridge.demo.agent import add_arguments as demo_agent_arguments
+
+    demo_agent_arguments(sub.add_parser("demo-agent", help="a demo voice agent for the audio fork"))
     keys = sub.add_parser("keys", help="API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     kc = keys_sub.add_parser("create", help="create a tenant API key (printed once)")
@@ -120,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.port is not None:
             changes["http_port"] = args.port
         return asyncio.run(_sandbox(settings.with_(**changes), args))
+    if args.command == "demo-agent":
+        from bridge.demo.agent import run as demo_agent
+
+        return asyncio.run(demo_agent(args, _wait_for_signal))
     if args.command == "keys" and args.keys_command == "create":
         return asyncio.run(_keys_create(settings, args))
     return 2

@@ -1,0 +1,1 @@
+"""The demo voice agent (`bridge demo-agent`)."""
