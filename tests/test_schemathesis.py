@@ -6,13 +6,16 @@ for the operation, the documented content type, headers and body schema.
 
 The sandbox runs on an event loop of its own in a background thread: schemathesis calls it
 synchronously (requests) from the test's thread. Before the run, the sandbox gets one of each
-resource (a voice agent made the default, a live AI call, a campaign with a lead, a webhook
-subscription); schemathesis's path parameters are bound to those ids, so the operations reach past
-their 404s into the handlers, and a second pass leaves them free (unknown ids, odd strings).
+resource (a voice agent made the default, a campaign with a lead, a live AI call on that lead, a
+callback and an escalation it booked, a webhook subscription, and spares for archive and the
+DELETEs to destroy); schemathesis's path parameters are bound to those ids, so the operations reach
+past their 404s into the handlers (a call that a case ended is replaced before the next case), and a
+second pass leaves them free (unknown ids, odd strings).
 
 Budget: 42 operations, two passes; the fuzzing phase draws MAX_EXAMPLES cases per operation and
-pass, the coverage phase (deterministic, on the first pass only) its own bounded set. Both are
-derandomized with a fixed seed. About 25 s on a quiet 2-core machine, 45 s under load.
+pass (CONTROL_EXAMPLES for the control endpoint, whose body is 25 verbs), the coverage phase
+(deterministic, on the first pass only) its own bounded set. Derandomized with a fixed seed. About
+3,000 requests; 30 s on a quiet 2-core machine, 45 s under load.
 
 (schemathesis.pytest.from_fixture would load the document from the running sandbox, but in
 schemathesis 4.32 it reads `request.node._nodeid`, which pytest 9 no longer has.)
@@ -38,6 +41,8 @@ from tests.conftest import AgentServer, fast_settings
 # The budget: examples per operation and phase (fuzzing); the examples and coverage phases add a
 # bounded number of their own. Derandomized with a fixed seed, so a run is the same run every time.
 MAX_EXAMPLES = 10
+CONTROL = "/api/v1/ai-sessions/{call_id}/control"
+CONTROL_EXAMPLES = 60
 SEED = 13
 ADMIN_KEY = "yt_test_schemathesis_admin_key_0123456789"
 
@@ -69,6 +74,8 @@ class LiveSandbox:
         self.box = Sandbox(settings, tenant_id="acme", admin_key=ADMIN_KEY)
         self.agent_server = AgentServer()
         self.ids: dict[str, str] = {}
+        self.spares: dict[tuple[str, str], str] = {}
+        self.call_context: dict[str, str] = {}
 
     def run(self, coro: Any, timeout: float = 30.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -111,27 +118,69 @@ class LiveSandbox:
         assert reply.status_code in (200, 201), (path, reply.status_code, reply.text)
         return reply.json()
 
-    def seed_resources(self) -> None:
-        agent = self.post("/api/v1/voice-agents", {"name": "bot", "ws_url": self.agent_server.url})
-        self.post("/api/v1/voice-agents/default", {"voice_agent_id": agent["id"]})
-        call = self.post("/sandbox/calls", {"from": "+14155550100", "to": "+14155550199"})
+    def place_call(self) -> str:
+        """A simulated inbound call on the seeded lead, once the AI leg has its metadata frame."""
+        body = {"from": "+14155550100", "to": "+14155550199", **self.call_context}
+        call_id = self.post("/sandbox/calls", body)["call_id"]
         deadline = time.monotonic() + 10
-        while not any(c["texts"] for c in self.agent_server.connections):
+        while not any(
+            c["texts"] and c["texts"][0].get("call_id") == call_id for c in self.agent_server.connections
+        ):
             assert time.monotonic() < deadline, "the AI leg never connected"
             time.sleep(0.02)
-        campaign = self.post("/api/v1/campaigns", {"name": "spring"})
-        lead = self.post(f"/api/v1/campaigns/{campaign['id']}/leads", {"phone": "+14155550123"})
-        hook = self.post(
-            "/api/v1/webhooks",
-            {"url": "http://127.0.0.1:9/hook", "event_types": ["ai_session.ended"]},
-        )
-        self.ids = {
-            "va_id": agent["id"],
-            "call_id": call["call_id"],
-            "campaign_id": campaign["id"],
-            "lead_id": lead["id"],
-            "sub_id": hook["id"],
+        return call_id
+
+    def call_has_ended(self) -> bool:
+        url = f"{self.base_url}/api/v1/ai-sessions/{self.ids['call_id']}"
+        session = requests.get(url, headers=self.headers, timeout=10).json()
+        return session.get("outcome") is not None
+
+    def seed_resources(self) -> None:
+        def agent(name: str) -> str:
+            # Slots for every call the fuzzer places (POST /api/v1/calls dials, and stays up).
+            body = {"name": name, "ws_url": self.agent_server.url, "max_concurrent": 10_000}
+            return self.post("/api/v1/voice-agents", body)["id"]
+
+        def hook() -> str:
+            body = {"url": "http://127.0.0.1:9/hook", "event_types": ["ai_session.ended"]}
+            return self.post("/api/v1/webhooks", body)["id"]
+
+        default = agent("bot")
+        self.post("/api/v1/voice-agents/default", {"voice_agent_id": default})
+        campaign = self.post("/api/v1/campaigns", {"name": "spring"})["id"]
+        lead = self.post(f"/api/v1/campaigns/{campaign}/leads", {"phone": "+14155550123"})["id"]
+        # The agent named, not the tenant default: the fuzzer may clear or change that.
+        self.call_context = {"campaign_id": campaign, "lead_id": lead, "voice_agent_id": default}
+        self.ids = {"va_id": default, "campaign_id": campaign, "lead_id": lead, "sub_id": hook()}
+        self.ids["call_id"] = self.place_call()
+        control = f"/api/v1/ai-sessions/{self.ids['call_id']}/control"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+        booked = self.post(control, {"event": "schedule_callback", "scheduled_at": when, "reason": "seeded"})
+        self.ids["callback_id"] = booked["result"]["callback_id"]
+        asked = self.post(control, {"event": "request_supervisor", "reason": "seeded"})
+        self.ids["esc_id"] = asked["result"]["escalation_id"]
+        # What PATCH, archive and the DELETEs act on, so the resources above outlive them.
+        self.spares = {
+            ("PATCH", "va_id"): agent("patched"),
+            ("POST", "va_id"): agent("archived"),
+            ("DELETE", "va_id"): agent("deleted"),
+            ("DELETE", "sub_id"): hook(),
         }
+
+    def bind(self, case: Any) -> None:
+        """Point the case's path parameters at the seeded resources (a spare for what changes or
+        destroys them)."""
+        params = case.path_parameters or {}
+        method, path = case.method.upper(), case.operation.path
+        destroys = method in ("DELETE", "PATCH") or path.endswith("/archive")
+        if "call_id" in params and self.call_has_ended():
+            # A hangup, a transfer or DELETE /sandbox/calls ended it: the next case gets a live call.
+            self.ids["call_id"] = self.place_call()
+        for name in params:
+            if destroys and (method, name) in self.spares:
+                params[name] = self.spares[(method, name)]
+            elif name in self.ids:
+                params[name] = self.ids[name]
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +208,10 @@ def _schema(*, coverage: bool) -> Any:
         "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
         "phases": {"stateful": {"enabled": False}, "coverage": {"enabled": coverage}},
         "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+        # The control endpoint is one operation with 25 bodies: it gets a larger share.
+        "operations": [
+            {"include-path": CONTROL, "generation": {"max-examples": CONTROL_EXAMPLES, "deterministic": True}}
+        ],
     }
     return schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.from_dict(config))
 
@@ -172,9 +225,7 @@ on_any_ids = _schema(coverage=False)
 
 @on_resources.parametrize()
 def test_the_api_matches_its_document_on_real_resources(case: Any, live: LiveSandbox) -> None:
-    for name, value in live.ids.items():
-        if name in (case.path_parameters or {}):
-            case.path_parameters[name] = value
+    live.bind(case)
     case.call_and_validate(base_url=live.base_url)
 
 
