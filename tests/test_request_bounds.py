@@ -15,6 +15,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bridge.api import body as body_mod
@@ -183,6 +184,21 @@ async def test_set_default_with_a_lone_surrogate_is_400_and_changes_nothing(sand
 async def test_a_body_over_the_limit_is_413_in_the_envelope(sandbox):
     reply = await http(sandbox, "POST", "/api/v1/voice-agents", raw=b" " * (MAX_BODY_BYTES + 1))
     assert (reply.status, reply.code) == (413, "payload_too_large"), reply.body
+
+
+async def test_a_chunked_body_over_the_limit_is_413_in_the_envelope(sandbox):
+    """No Content-Length to judge by: aiohttp's reader refuses it once it has read too much."""
+
+    async def chunks():
+        for _ in range(MAX_BODY_BYTES // 4096 + 2):
+            yield b" " * 4096
+
+    headers = {"Authorization": f"Bearer {sandbox.info.admin_key}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as client:
+        url = f"{sandbox.info.base_url}/api/v1/voice-agents"
+        async with client.post(url, data=chunks(), headers=headers) as resp:
+            body = await resp.json()
+    assert (resp.status, body["detail"]["code"]) == (413, "payload_too_large"), body
 
 
 # ---------------------------------------------------------------- raw sockets: what aiohttp refuses
