@@ -309,3 +309,20 @@ async def test_console_assets_load_and_a_missing_one_is_a_404_in_the_envelope(sa
     for missing in ("nope.css", "console.html", "..%2Fconsole.html"):
         reply = await http(sandbox, "GET", f"/console/assets/{missing}")
         assert (reply.status, reply.code) == (404, "not_found"), missing
+
+
+async def test_a_lone_surrogate_in_a_supervisor_hello_is_an_invalid_hello(sandbox):
+    """The WebSocket's frames do not go through bridge/api/body.py; its hello model refuses such a
+    name itself (pydantic rejects a lone surrogate in a length-constrained str, not in a bare one:
+    that is why `voice_agent_id: str | None` let one through to Redis). A guard, not a reproduction."""
+    hello = json.dumps(
+        {"type": "hello", "api_key": sandbox.info.admin_key, "supervisor_id": "sup-1", "name": "<S>"}
+    ).replace("<S>", "\\ud800")
+    async with aiohttp.ClientSession() as client:
+        async with client.ws_connect(f"{sandbox.info.base_url}/api/v1/supervisors/ws") as ws:
+            await ws.send_str(hello)
+            frame = (await ws.receive(timeout=5)).json()
+            await ws.receive(timeout=5)
+            assert (frame["code"], ws.close_code) == ("invalid_hello", 4400), frame
+    listed = await http(sandbox, "GET", "/api/v1/supervisors")
+    assert listed.body["items"] == []
