@@ -21,7 +21,7 @@ from yotel.errors import (
 from bridge.store import keys
 from bridge.verbs.base import REGISTRY
 from tests.conftest import AgentServer, in_thread
-from tests.helpers import commands, control, events, http, sdk, snapshot, start_call
+from tests.helpers import commands, control, events, http, sdk, snapshot, start_call, wait_until
 
 
 async def session_of(sandbox: Any, call_id: str) -> Any:
@@ -284,7 +284,6 @@ async def test_a_second_transfer_is_409(sandbox, agent_server: AgentServer):
         )
     assert exc.value.detail["code"] == "transfer_in_progress"
     assert commands(sandbox, call.call_id, "uuid_transfer") == []
-    # Once a transfer has finished, the session is over.
     await services.sessions.compare_and_set(call.call_id, "transfer", '{"state":"pending"}', "")
     ai = sdk(sandbox).ai_sessions
     await in_thread(
@@ -294,6 +293,8 @@ async def test_a_second_transfer_is_409(sandbox, agent_server: AgentServer):
         destination="+14155550123",
         callback_token=call.token,
     )
+    # While it rings it is still in flight; once the far end answered, the session is over.
+    await wait_until(lambda: events(sandbox, call.call_id, "ai_session.ended"))
     with pytest.raises(AISessionTerminated):
         await in_thread(
             ai.transfer,

@@ -137,13 +137,13 @@ def _session(**fields: Any) -> Session:
             "e164",
             "+442079460958",
             "m:^:set:continue_on_fail=true^set:hangup_after_bridge=true^bridge:"
-            "{origination_caller_id_number=+14155550100,ignore_early_media=true}sofia/gateway/gw1/+442079460958^park",
+            "{origination_caller_id_number=+14155550100,ignore_early_media=true,originate_timeout=30}sofia/gateway/gw1/+442079460958^park",
         ),
         (
             "sip_uri",
             "sip:ag-7@pbx.example.com;transport=tcp",
             "m:^:set:continue_on_fail=true^set:hangup_after_bridge=true^bridge:"
-            "{origination_caller_id_number=+14155550100,ignore_early_media=true}"
+            "{origination_caller_id_number=+14155550100,ignore_early_media=true,originate_timeout=30}"
             "sofia/prof/sip:ag-7@pbx.example.com;transport=tcp^park",
         ),
     ],
@@ -160,7 +160,8 @@ def test_transfer_shows_the_customer_and_omits_a_withheld_number():
     outbound = transfer_dialplan(settings, _session(direction="outbound"), cmd)
     assert "origination_caller_id_number=+14155550199," in outbound
     withheld = transfer_dialplan(settings, Session(call_id="u", tenant_id="t", from_="anonymous"), cmd)
-    assert "origination_caller_id_number" not in withheld and "{ignore_early_media=true}" in withheld
+    assert "origination_caller_id_number" not in withheld
+    assert "{ignore_early_media=true,originate_timeout=30}" in withheld
 
 
 # ---------------------------------------------------------------- command sequences

@@ -247,14 +247,14 @@ async def _hung_up(sandbox: Any, call_id: str) -> bool:
             "e164",
             "+14155550123",
             "m:^:set:continue_on_fail=true^set:hangup_after_bridge=true"
-            "^bridge:{origination_caller_id_number=+14155550100,ignore_early_media=true}"
+            "^bridge:{origination_caller_id_number=+14155550100,ignore_early_media=true,originate_timeout=30}"
             "sofia/gateway/pstn/+14155550123^park",
         ),
         (
             "sip_uri",
             "sip:agent@pbx.example.com:5060",
             "m:^:set:continue_on_fail=true^set:hangup_after_bridge=true"
-            "^bridge:{origination_caller_id_number=+14155550100,ignore_early_media=true}"
+            "^bridge:{origination_caller_id_number=+14155550100,ignore_early_media=true,originate_timeout=30}"
             "sofia/lab/sip:agent@pbx.example.com:5060^park",
         ),
     ],
@@ -279,6 +279,8 @@ async def test_transfer(sandbox, agent_server: AgentServer, destination_type, de
     assert snapshot(sandbox, cid)["audio_fork"] is None
     await agent_server.wait_for(lambda: agent_server.connection(cid)["closed"])
 
+    # A number or a SIP URI ends the session once the far end answers (the simulator's does).
+    await wait_until(lambda: events(sandbox, cid, "ai_session.ended"))
     session = await session_of(sandbox, cid)
     assert (session.state, session.outcome) == ("ended", f"transferred_{destination_type}")
     assert session.transfer is not None

@@ -18,6 +18,7 @@ import structlog
 from bridge.calls.forks import AiForkEvents
 from bridge.calls.resync import Resync
 from bridge.calls.sessions import Session, iso
+from bridge.calls.transfers import TransferWatch
 from bridge.calls.voice_agents import VoiceAgent
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
@@ -78,6 +79,7 @@ class CallManager:
         ):
             self.on(key, handler)
         self.forks = AiForkEvents(self)
+        self.transfers = TransferWatch(self)
 
     def on(self, key: str, handler: EventHandler) -> None:
         """Register a handler for an Event-Name (or a CUSTOM subclass). Handlers of one call
@@ -342,6 +344,26 @@ class CallManager:
         )
         for hook in self.after_connect:
             await hook(call_id, agent, token)
+
+    async def reopen_fork(self, session: Session, **extra: Any) -> bool:
+        """Give the AI its audio back after the bridge stopped its fork (a refused or failed
+        transfer, an undone conference_start): a fresh token, the metadata frame a new call gets
+        plus `resumed` and `extra`. False when the call has no agent to reopen to."""
+        agent = await self.svc.voice_agents.get(session.voice_agent_id or "")
+        if agent is None:
+            return False
+        token = await self.svc.tokens.mint(
+            call_id=session.call_id, tenant_id=session.tenant_id, ttl_s=self.token_ttl_s(agent)
+        )
+        metadata = await self.metadata_frame(session, agent, token, resumed=True, **extra)
+        await self.svc.switch.fork_start(
+            session.call_id,
+            agent.ws_url,
+            sample_rate_hz=agent.sample_rate_hz,
+            metadata=metadata,
+            bugname=FORK_BUGNAME,
+        )
+        return True
 
     async def _on_conference(self, event: Event) -> None:
         await self.svc.conferences.on_event(event, self.svc.outbox)

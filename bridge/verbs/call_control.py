@@ -1,7 +1,9 @@
 """Group 1, the call itself: transfer, hangup, log, set_disposition, get_call_state.
 
-transfer and hangup end the AI session (CallManager.finish: once, whoever wins, and it fires
-ai_session.ended); the others only read or annotate it.
+hangup and a queue transfer end the AI session at once (CallManager.finish: once, whoever wins,
+and it fires ai_session.ended). A transfer to a number or a SIP URI ends it only when the far end
+answers, and gives the caller back to the AI when it does not (bridge.calls.transfers). The others
+only read or annotate the session.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from bridge.calls.commands import Arg, command, inline_dialplan, join, var_block
 from bridge.calls.manager import FORK_BUGNAME
 from bridge.calls.sessions import Session
 from bridge.calls.switch import queue_dialplan
+from bridge.calls.transfers import DIALING
 from bridge.config import Settings
 from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.verbs.base import VerbContext, verb
@@ -48,6 +51,8 @@ def transfer_dialplan(settings: Settings, session: Session, cmd: Transfer) -> Ar
         # The agent who picks up sees which customer it is.
         variables["origination_caller_id_number"] = number
     variables["ignore_early_media"] = "true"
+    # How long the far end may ring before the caller comes back to the AI (NO_ANSWER).
+    variables["originate_timeout"] = str(settings.transfer_ring_timeout_s)
     endpoint = dial_endpoint(settings, cmd.destination_type, cmd.destination)
     return inline_dialplan(
         ("set", "continue_on_fail=true"),
@@ -70,8 +75,15 @@ async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
     require_answered(ctx)
     svc, call_id = ctx.svc, ctx.call_id
     metadata = cmd.metadata or {}
+    # The whole record already: the switch's answer (bridge.calls.transfers) may come before
+    # this verb moves the field to `dialing`.
     pending = json.dumps(
-        {"state": "pending", "destination_type": cmd.destination_type, "destination": cmd.destination}
+        {
+            "state": "pending",
+            "destination_type": cmd.destination_type,
+            "destination": cmd.destination,
+            "metadata": metadata,
+        }
     )
     claimed = await svc.sessions.compare_and_set(call_id, "transfer", "", pending)
     if claimed == -1:
@@ -97,17 +109,24 @@ async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
             await reopen_fork(ctx)
         raise
 
-    outcome = f"transferred_{cmd.destination_type}"
     record = {
         "destination_type": cmd.destination_type,
         "destination": cmd.destination,
         "metadata": metadata,
         "transferred_at": now_iso(),
     }
-    await svc.sessions.update(call_id, transfer=json.dumps(record), fork_connected=False)
     await audit(
         ctx, "transfer", destination_type=cmd.destination_type, destination=cmd.destination, metadata=metadata
     )
+    if cmd.destination_type != "agent_queue":
+        # Ringing: bridge.calls.transfers ends the session when the far end answers, or gives the
+        # caller back to the AI. Its events may already have come: then the field moved on.
+        dialing = json.dumps({**record, "state": DIALING})
+        await svc.sessions.compare_and_set(call_id, "transfer", pending, dialing)
+        await svc.sessions.update(call_id, fork_connected=False)
+        return {}
+    outcome = f"transferred_{cmd.destination_type}"
+    await svc.sessions.update(call_id, transfer=json.dumps(record), fork_connected=False)
     await svc.outbox.emit(
         "ai_session.transferred",
         ctx.session.tenant_id,
@@ -126,26 +145,12 @@ async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
 
 
 async def reopen_fork(ctx: VerbContext) -> None:
-    """The switch refused the transfer after the AI's fork was stopped: give the AI its audio back
-    with a fresh metadata frame (and token), the same frame a new call gets plus `resumed`."""
-    svc, session, call_id = ctx.svc, ctx.session, ctx.call_id
+    """The switch refused the command after the AI's fork was stopped: give the AI its audio back
+    (bridge.calls.manager.reopen_fork), best effort, since the verb reports the refusal anyway."""
     try:
-        agent = await svc.voice_agents.get(session.voice_agent_id or "")
-        if agent is None:
-            return
-        token = await svc.tokens.mint(
-            call_id=call_id, tenant_id=session.tenant_id, ttl_s=svc.calls.token_ttl_s(agent)
-        )
-        metadata = await svc.calls.metadata_frame(session, agent, token, resumed=True)
-        await svc.switch.fork_start(
-            call_id,
-            agent.ws_url,
-            sample_rate_hz=agent.sample_rate_hz,
-            metadata=metadata,
-            bugname=FORK_BUGNAME,
-        )
+        await ctx.svc.calls.reopen_fork(ctx.session)
     except Exception:
-        log.exception("fork_reopen_failed", call_id=call_id)
+        log.exception("fork_reopen_failed", call_id=ctx.call_id)
 
 
 # ---------------------------------------------------------------- hangup

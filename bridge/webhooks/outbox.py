@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "ai_session.started",
     "ai_session.ended",
     "ai_session.transferred",
+    "ai_session.transfer_failed",
     "ai_session.escalated",
     "ai_session.conference_changed",
     "lead.completed",
