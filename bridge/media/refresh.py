@@ -18,6 +18,7 @@ from bridge.calls.manager import FORK_BUGNAME
 from bridge.calls.sessions import iso
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.store import keys
+from bridge.store.due import DueSet
 
 if TYPE_CHECKING:
     from bridge.calls.voice_agents import VoiceAgent
@@ -26,21 +27,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Pops due members one by one: each is returned to exactly one caller.
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local won = {}
-for _, member in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], member) == 1 then table.insert(won, member) end
-end
-return won
-"""
-
-
 class TokenRefresher:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self._claim = svc.redis.register_script(_CLAIM)
+        self.due = DueSet(svc.redis, keys.token_refresh_due())
 
     async def start(self) -> None:
         self.svc.calls.after_connect.append(self.schedule_first)
@@ -52,15 +42,13 @@ class TokenRefresher:
         await self.schedule(call_id, time.time() + self.svc.settings.token_refresh_at_s)
 
     async def schedule(self, call_id: str, at: float) -> None:
-        await self.svc.redis.zadd(keys.token_refresh_due(), {call_id: int(at * 1000)})
+        await self.due.schedule(call_id, at)
 
     async def _loop(self) -> None:
         interval = min(1.0, max(0.05, self.svc.settings.token_refresh_at_s / 20))
         while True:
             try:
-                for call_id in await self._claim(
-                    keys=[keys.token_refresh_due()], args=[int(time.time() * 1000), 100]
-                ):
+                for call_id in await self.due.claim_due():
                     await self.refresh(call_id)
             except asyncio.CancelledError:
                 raise

@@ -1,0 +1,35 @@
+"""A Redis zset of ids by when something is due (ms): schedule, then claim what is due. Each due
+id is handed to exactly one claimer across every bridge instance (the one whose ZREM wins), and
+a restart loses nothing, since the schedule lives in Redis rather than in timers."""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local won = {}
+for _, member in ipairs(due) do
+  if redis.call('ZREM', KEYS[1], member) == 1 then table.insert(won, member) end
+end
+return won
+"""
+
+
+class DueSet:
+    def __init__(self, redis: aioredis.Redis, key: str) -> None:
+        self.redis = redis
+        self.key = key
+        self._claim = redis.register_script(_CLAIM)
+
+    async def schedule(self, member: str, at: float) -> None:
+        await self.redis.zadd(self.key, {member: int(at * 1000)})
+
+    async def cancel(self, member: str) -> None:
+        await self.redis.zrem(self.key, member)
+
+    async def claim_due(self, limit: int = 100, now: float | None = None) -> list[str]:
+        now_ms = int((time.time() if now is None else now) * 1000)
+        return list(await self._claim(keys=[self.key], args=[now_ms, limit]))
