@@ -78,6 +78,7 @@ class Settings:
     esl_command_timeout_s: float = 10.0
     originate_timeout_s: int = 30
     transfer_ring_timeout_s: int = 30
+    session_timeout_s: int = 1800
 
     # Callback tokens and sessions
     token_ttl_s: int = 1800
@@ -126,6 +127,7 @@ class Settings:
             esl_command_timeout_s=_env_float("BRIDGE_ESL_TIMEOUT_S", d.esl_command_timeout_s),
             originate_timeout_s=_env_int("BRIDGE_ORIGINATE_TIMEOUT_S", d.originate_timeout_s),
             transfer_ring_timeout_s=_env_int("BRIDGE_TRANSFER_RING_TIMEOUT_S", d.transfer_ring_timeout_s),
+            session_timeout_s=_env_int("BRIDGE_SESSION_TIMEOUT_S", d.session_timeout_s),
             token_ttl_s=_env_int("BRIDGE_TOKEN_TTL_S", d.token_ttl_s),
             token_refresh_at_s=_env_int("BRIDGE_TOKEN_REFRESH_AT_S", d.token_refresh_at_s),
             ws_session_token_ttl_s=_env_int("BRIDGE_WS_SESSION_TOKEN_TTL_S", d.ws_session_token_ttl_s),

@@ -11,7 +11,6 @@ import structlog
 
 from bridge.calls.commands import command, join, word
 from bridge.calls.sessions import Session
-from bridge.calls.switch import queue_dialplan
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
 
@@ -107,25 +106,11 @@ class AiForkEvents:
         reason = "ws_connect_failed" if event.subclass.endswith("connect_failed") else "ws_disconnected"
         log.warning("ai_websocket_lost", call_id=call_id, reason=reason, action=action)
         if action == "transfer_to_queue":
-            queue = self.settings.default_queue
-            dest = queue_dialplan(queue, self.settings.callcenter_domain)
-            try:
-                await self.svc.switch.api(command("uuid_transfer", call_id, dest, "inline"))
-            except (SwitchError, SwitchUnavailable) as exc:
-                log.error("fallback_transfer_failed", call_id=call_id, error=str(exc))
+            if await self.calls.to_default_queue(session, reason):
+                await self.calls.finish(call_id, "transferred_agent_queue", reason)
+            else:
                 await self.calls.finish(call_id, "error", reason)
                 await self.calls.kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
-                return
-            transfer = {
-                "destination_type": "agent_queue",
-                "destination": queue,
-                "metadata": {"reason": reason},
-            }
-            await self.svc.sessions.update(call_id, transfer=json.dumps(transfer))
-            await self.svc.outbox.emit(
-                "ai_session.transferred", session.tenant_id, {"call_id": call_id, **transfer}
-            )
-            await self.calls.finish(call_id, "transferred_agent_queue", reason)
         else:
             await self.calls.finish(call_id, "error", reason)
             await self.calls.kill_quietly(call_id, "NORMAL_CLEARING")

@@ -9,15 +9,19 @@ the reconciliation after a reconnect bridge.calls.resync's; both register here.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from bridge.calls.commands import command
 from bridge.calls.forks import AiForkEvents
 from bridge.calls.resync import Resync
 from bridge.calls.sessions import Session, iso
+from bridge.calls.switch import queue_dialplan
+from bridge.calls.timeouts import SessionTimeouts
 from bridge.calls.transfers import TransferWatch
 from bridge.calls.voice_agents import VoiceAgent
 from bridge.errors import SwitchError, SwitchUnavailable
@@ -63,6 +67,7 @@ class CallManager:
         # ...and here, run once when a session ends, whatever the outcome: hook(call_id).
         self.on_finish: list[Callable[[str], Awaitable[None]]] = []
         self.resync = Resync(self)
+        self.timeouts = SessionTimeouts(self)
 
     # ------------------------------------------------------------ wiring
 
@@ -80,6 +85,7 @@ class CallManager:
             self.on(key, handler)
         self.forks = AiForkEvents(self)
         self.transfers = TransferWatch(self)
+        self.timeouts.start()
 
     def on(self, key: str, handler: EventHandler) -> None:
         """Register a handler for an Event-Name (or a CUSTOM subclass). Handlers of one call
@@ -344,6 +350,24 @@ class CallManager:
         )
         for hook in self.after_connect:
             await hook(call_id, agent, token)
+
+    async def to_default_queue(self, session: Session, reason: str) -> bool:
+        """Hand a caller whose AI is gone to the tenant's queue (`ws_disconnect_action:
+        transfer_to_queue`): the transfer, the session's record of it, ai_session.transferred.
+        False when the switch refused it."""
+        queue = self.settings.default_queue
+        dest = queue_dialplan(queue, self.settings.callcenter_domain)
+        try:
+            await self.svc.switch.api(command("uuid_transfer", session.call_id, dest, "inline"))
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.error("fallback_transfer_failed", call_id=session.call_id, error=str(exc))
+            return False
+        transfer = {"destination_type": "agent_queue", "destination": queue, "metadata": {"reason": reason}}
+        await self.svc.sessions.update(session.call_id, transfer=json.dumps(transfer))
+        await self.svc.outbox.emit(
+            "ai_session.transferred", session.tenant_id, {"call_id": session.call_id, **transfer}
+        )
+        return True
 
     async def reopen_fork(self, session: Session, **extra: Any) -> bool:
         """Give the AI its audio back after the bridge stopped its fork (a refused or failed

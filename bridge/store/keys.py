@@ -130,6 +130,11 @@ def token_refresh_due() -> str:
     return f"{PREFIX}token_refresh:due"
 
 
+# session:deadlines          zset  call ids by when their AI session reaches its time limit (ms)
+def session_deadlines() -> str:
+    return f"{PREFIX}session:deadlines"
+
+
 # ---------------------------------------------------------------- control endpoint
 # rl:{call_id}                zset   one member per accepted request (request id), scored by Redis TIME
 #                             in ms: a sliding one-second window                  PEXPIRE window
