@@ -18,6 +18,7 @@ from aiohttp import web
 from bridge.config import Settings
 from bridge.media.tokens import TokenStore
 from bridge.store.tenants import TenantStore
+from bridge.tasks import cancel_and_wait
 from bridge.webhooks.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -75,14 +76,8 @@ class Services:
         self._closers.append(closer)
 
     async def close(self) -> None:
-        # Cancel until every task is done: on Python 3.11 asyncio.wait_for (used by redis-py and
-        # by our own loops) swallows a cancel that races its inner future, and that task would
-        # then sleep out its timeout and stall shutdown.
-        pending = set(self._tasks)
-        while pending:
-            for task in pending:
-                task.cancel()
-            _done, pending = await asyncio.wait(pending, timeout=0.2)
+        # Bounded: a task that will not stop is logged and left behind (bridge.tasks).
+        await cancel_and_wait(set(self._tasks), what="background")
         for closer in reversed(self._closers):
             try:
                 await closer()

@@ -47,6 +47,7 @@ from bridge.esl.protocol import (
     parse_event,
     read_frame,
 )
+from bridge.tasks import cancel_and_wait
 
 __all__ = [
     "DEFAULT_EVENTS",
@@ -241,11 +242,8 @@ class EslClient:
 
     async def close(self) -> None:
         self._closed = True
-        me = asyncio.current_task()
-        tasks = [t for t in (self._runner, self._dispatcher, self._notifier) if t is not None and t is not me]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = [t for t in (self._runner, self._dispatcher, self._notifier) if t is not None]
+        await cancel_and_wait(tasks, what="esl")  # skips the calling task; bounded
         # Covers close() before the runner ever ran (its finally is what normally does this).
         if self._conn is not None:
             self._lost(self._conn, EslConnectionError("the ESL client was closed"), closing=True)

@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 from ulid import ULID
 
 from bridge.store import keys
+from bridge.tasks import STOP_TIMEOUT_S, cancel_and_wait
 from bridge.webhooks.deliveries import (
     DEAD,
     DELIVERED,
@@ -143,12 +144,13 @@ class WebhookService:
             return
         self._started = False
         self._stopping = True
-        while pending := {t for t in (*self._loops, *self._inflight) if not t.done()}:
-            # Cancel again each round: a cancel swallowed somewhere must not hang shutdown, and an
-            # attempt spawned while the dispatcher was winding down is caught by the next round.
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=0.5)
+        # Bounded (bridge.tasks); another round catches an attempt spawned while the dispatcher
+        # was winding down.
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while (pending := {t for t in (*self._loops, *self._inflight) if not t.done()}) and (
+            left := deadline - time.monotonic()
+        ) > 0:
+            await cancel_and_wait(pending, timeout_s=left, what="webhooks")
         self._loops.clear()
         self._inflight.clear()
         if self._session is not None:
