@@ -714,3 +714,16 @@ async def test_ending_the_session_from_a_conference_drops_the_ai_leg(
         # The caller left the room for the queue; nobody is left in the conference.
         await wait_until(lambda: _count(sandbox, c.conference_id, 0))
         assert snapshot(sandbox, cid)["callcenter"] is not None
+
+
+async def test_hangup_in_a_conference_ends_the_members_the_ai_added(sandbox, agent_server: AgentServer):
+    """Issue 10: the AI's hangup lets go of everyone it brought in; conference_leave (above) does not."""
+    c = await start_conference(sandbox, agent_server)
+    first = await add_e164(sandbox, c)
+    second = await add_e164(sandbox, c, "+442079460959")
+    await wait_until(lambda: _count(sandbox, c.conference_id, 4))
+    await in_thread(ai(sandbox).hangup, c.call.call_id, callback_token=c.token)
+    for leg in (first["call_id"], second["call_id"], c.ai_leg, c.call.call_id):
+        await wait_until(lambda leg=leg: _gone(sandbox, leg))
+    assert f"uuid_kill {first['call_id']} NORMAL_CLEARING" in sandbox.sim.commands()
+    await wait_until(lambda: _count(sandbox, c.conference_id, 0))

@@ -36,6 +36,8 @@ VAR_MEMBER_DESTINATION = "bridge_member_destination"
 MEMBER_TYPES = ("caller", "ai_agent", "e164", "sip_uri", "agent", "supervisor", "external")
 # Members the AI may not kick: the caller (that is `hangup`) and its own leg (`conference_leave`).
 UNREMOVABLE_TYPES = ("caller", "ai_agent")
+# The members conference_add dials: the AI brought them in, so the AI hanging up lets them go.
+ADDED_TYPES = ("e164", "sip_uri", "agent", "supervisor")
 
 CONFERENCE_TTL_S = keys.SESSION_TTL_S
 # Conference names the bridge created (conference_id = name); other rooms on the switch are not ours.

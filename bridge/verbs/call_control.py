@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from bridge.calls.commands import Arg, command, inline_dialplan, join, var_block, word
+from bridge.calls.conferences import ADDED_TYPES
 from bridge.calls.manager import FORK_BUGNAME
 from bridge.calls.sessions import Session
 from bridge.calls.switch import queue_dialplan
@@ -165,6 +166,13 @@ async def hangup(ctx: VerbContext, cmd: Hangup) -> dict[str, Any]:
     # causes cannot record the hangup as the caller's.
     if not await svc.calls.finish(call_id, "hangup", "ai_hangup"):
         raise terminated(ctx)
+    conf_id = ctx.session.conference_id
+    if conf_id and conf_id != PENDING:
+        # Hanging up ends the call for everyone the AI brought in, not only for the caller (a
+        # conference_leave is how the AI leaves the others talking).
+        for member in await svc.conferences.participants(conf_id):
+            if member.type in ADDED_TYPES:
+                await svc.calls.kill_quietly(member.call_id, "NORMAL_CLEARING")
     try:
         await svc.switch.kill(call_id, "NORMAL_CLEARING")
     except SwitchError as exc:
