@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bridge import logging as bridge_logging
 from bridge.config import Settings
-from bridge.store.redis import EmbeddedRedis, StoreUnavailable, connect, ping
+from bridge.store.embedded import EmbeddedRedis, EmbeddedRedisError
+from bridge.store.redis import connect
 from bridge.store.tenants import ALL_SCOPES, TenantStore
 
 
@@ -22,40 +24,75 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+def _stop_requested() -> asyncio.Event:
+    """Set by SIGINT or SIGTERM. Installed before anything starts, so a signal during start-up
+    (a large append-only file can take a while to load) stops the bridge cleanly too."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> int:
+    """Run `start`, then wait for SIGINT or SIGTERM; `stop` runs on every way out (a failed or
+    interrupted start has undone itself already, see BridgeRuntime.start; stop is then a no-op)."""
+    stopping = _stop_requested()
+    starting = asyncio.create_task(start())
+    signalled = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # Cancelled once, not again and again (bridge.tasks does that): start-up's own
+            # clean-up (BridgeRuntime.start) must run to its end.
+            starting.cancel()
+            await asyncio.wait({starting}, timeout=60.0)
+            return 0
+        try:
+            starting.result()
+        except EmbeddedRedisError as exc:  # DataDirInUse among them: say so, without a traceback
+            print(f"bridge: {exc}", file=sys.stderr)
+            return 1
+        await stopping.wait()
+        return 0
+    finally:
+        signalled.cancel()
+        await stop()
+
+
 async def _run(settings: Settings) -> int:
     from bridge.runtime import BridgeRuntime
 
     runtime = BridgeRuntime(settings)
-    await runtime.start(esl_wait=None)
-    assert runtime.endpoint is not None
-    esl = settings.esl
-    print(f"bridge listening on {runtime.endpoint.base_url} (FreeSWITCH at {esl.host}:{esl.port})")
-    try:
-        await _wait_for_signal()
-    finally:
-        await runtime.stop()
-    return 0
+
+    async def start() -> None:
+        await runtime.start(esl_wait=None)
+        assert runtime.endpoint is not None
+        esl = settings.esl
+        where = f"{runtime.endpoint.base_url} (FreeSWITCH at {esl.host}:{esl.port})"
+        print(f"bridge listening on {where}", flush=True)
+
+    return await _serve(start, runtime.stop)
 
 
 async def _sandbox(settings: Settings, args: argparse.Namespace) -> int:
     from bridge.sandbox import Sandbox
 
     box = Sandbox(settings, tenant_id=args.tenant, admin_key=args.admin_key, esl_port=args.esl_port)
-    info = await box.start()
-    print(
-        "bridge sandbox is up\n"
-        f"  base URL   : {info.base_url}\n"
-        f"  tenant     : {info.tenant_id}\n"
-        f"  admin key  : {info.admin_key}\n"
-        f"  simulator  : {info.esl_url}\n"
-        f"try: curl -H 'Authorization: Bearer {info.admin_key}' {info.base_url}/api/v1/voice-agents",
-        flush=True,
-    )
-    try:
-        await _wait_for_signal()
-    finally:
-        await box.stop()
-    return 0
+
+    async def start() -> None:
+        info = await box.start()
+        print(
+            "bridge sandbox is up\n"
+            f"  base URL   : {info.base_url}\n"
+            f"  tenant     : {info.tenant_id}\n"
+            f"  admin key  : {info.admin_key}\n"
+            f"  simulator  : {info.esl_url}\n"
+            f"try: curl -H 'Authorization: Bearer {info.admin_key}' {info.base_url}/api/v1/voice-agents",
+            flush=True,
+        )
+
+    return await _serve(start, box.stop)
 
 
 async def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -66,20 +103,23 @@ async def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url
     if not url:
-        embedded = EmbeddedRedis(Path(settings.data_dir) / "redis")
-        url = embedded.url
-        try:
-            await ping(connect(url), timeout_s=0.5)
-            embedded = None  # a running bridge already serves this data directory
-        except StoreUnavailable:
-            url = embedded.start()
+        data_dir = Path(settings.data_dir) / "redis"
+        if EmbeddedRedis.holder(data_dir) is not None:
+            url = EmbeddedRedis(data_dir).url  # a running bridge holds the directory: use its Redis
+        else:
+            embedded = EmbeddedRedis(data_dir)
+            try:
+                url = await embedded.astart()
+            except EmbeddedRedisError as exc:  # a bridge took the directory meanwhile, say
+                print(f"bridge: {exc}", file=sys.stderr)
+                return 1
     client = connect(url)
     try:
         clear, record = await TenantStore(client).create_key(args.tenant, args.scope, live=not args.test)
     finally:
         await client.aclose()
         if embedded is not None:
-            embedded.stop()
+            await embedded.astop()
     print(clear)
     print(
         f"id={record.id} tenant={record.tenant_id} scopes={','.join(sorted(record.scopes))}", file=sys.stderr

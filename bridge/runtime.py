@@ -25,7 +25,9 @@ from bridge.calls.voice_agents import VoiceAgentStore
 from bridge.config import Settings
 from bridge.esl.client import EslClient
 from bridge.services import Services
-from bridge.store.redis import EmbeddedRedis, connect, ping
+from bridge.store.embedded import EmbeddedRedis
+from bridge.store.redis import connect, ping
+from bridge.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -48,18 +50,35 @@ class BridgeRuntime:
         self.sandbox = sandbox
         self.services: Services | None = None
         self.embedded_redis: EmbeddedRedis | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.endpoint: Endpoint | None = None
 
     async def start(self, *, serve_http: bool = True, esl_wait: float | None = 10.0) -> Services:
+        """Bring everything up; if any step fails (or start is cancelled), take down what came up,
+        the embedded Redis included, before the exception goes on."""
+        try:
+            return await self._start(serve_http=serve_http, esl_wait=esl_wait)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, *, serve_http: bool, esl_wait: float | None) -> Services:
         settings = self.settings
         redis_url = settings.redis_url
         if not redis_url:
             self.embedded_redis = EmbeddedRedis(Path(settings.data_dir) / "redis")
-            redis_url = await asyncio.to_thread(self.embedded_redis.start)
+            # Returns once Redis has loaded its data (not at its first LOADING answer).
+            redis_url = await self.embedded_redis.astart()
+            self._supervisor = asyncio.create_task(self.embedded_redis.supervise(), name="embedded-redis")
         redis = connect(redis_url)
-        await ping(redis)
+        try:
+            await ping(redis)
+        except BaseException:
+            await redis.aclose()
+            raise
         svc = Services(settings, redis)
+        svc.embedded_redis = self.embedded_redis
         self.services = svc
         svc.sessions = SessionStore(redis)
         svc.voice_agents = VoiceAgentStore(redis)
@@ -90,15 +109,22 @@ class BridgeRuntime:
         return svc
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self.services is not None:
-            await self.services.close()
-            self.services = None
-        if self.embedded_redis is not None:
-            await asyncio.to_thread(self.embedded_redis.stop)
-            self.embedded_redis = None
+        """Take down whatever is up, in reverse; safe to call again. The embedded Redis is stopped
+        last and whatever happened before."""
+        try:
+            if self._runner is not None:
+                runner, self._runner = self._runner, None
+                await runner.cleanup()
+            if self.services is not None:
+                services, self.services = self.services, None
+                await services.close()
+        finally:
+            if self._supervisor is not None:
+                supervisor, self._supervisor = self._supervisor, None
+                await cancel_and_wait({supervisor}, what="embedded-redis")
+            if self.embedded_redis is not None:
+                embedded, self.embedded_redis = self.embedded_redis, None
+                await embedded.astop()
 
 
 async def _start_optional(svc: Services) -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from bridge.calls.voice_agents import VoiceAgentStore
     from bridge.esl.client import EslClient
     from bridge.sim.server import SwitchSimulator
+    from bridge.store.embedded import EmbeddedRedis
     from bridge.webhooks.service import WebhookService
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,8 @@ class Services:
         self.supervisors: SupervisorStore = None  # type: ignore[assignment]
         self.supervision: SupervisionHub | None = None
         self.webhooks: WebhookService | None = None
+        # The redis-server this process runs itself (no REDIS_URL); /healthz reports its state.
+        self.embedded_redis: EmbeddedRedis | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: list[Callable[[], Awaitable[None]]] = []
 

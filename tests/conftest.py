@@ -16,7 +16,8 @@ from aiohttp import WSMsgType, web
 from hypothesis import settings as hypothesis_settings
 
 from bridge.config import Settings
-from bridge.store.redis import EmbeddedRedis, connect
+from bridge.store.embedded import EmbeddedRedis
+from bridge.store.redis import connect
 from tests.sim_helpers import RawEsl
 
 # CI runs the property tests derandomized (the same examples each run, nothing stored), so a red

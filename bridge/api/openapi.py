@@ -70,10 +70,21 @@ class Error(BaseModel):
     detail: ErrorDetail
 
 
+class EmbeddedRedisStatus(BaseModel):
+    """The bridge's own redis-server (no REDIS_URL), as its supervisor sees it (docs/operations.md)."""
+
+    state: Literal["starting", "running", "restarting", "stopping", "stopped"]
+    restarts: int = Field(description="restarts since this bridge started it")
+    last_exit: str | None = Field(description="how it last died, or why the last restart failed")
+
+
 class Health(BaseModel):
     ok: bool
     redis: bool
     freeswitch: bool
+    embedded_redis: EmbeddedRedisStatus | None = Field(
+        default=None, description="present only when the bridge runs its own redis-server"
+    )
 
 
 class DefaultAgent(BaseModel):

