@@ -465,3 +465,19 @@ async def _place(sandbox: Any, key: str) -> str:
     reply = await http(sandbox, "POST", "/sandbox/calls", {"from": CALLER, "to": DIALED}, auth=key)
     assert reply.status == 201, reply.body
     return reply.body["call_id"]
+
+
+async def test_the_ai_closing_the_monitor_websocket_ends_the_monitor(sandbox, agent_server: AgentServer):
+    """Issue 10: mod_audio_fork's disconnect names no bug; the bridge matches it by channel."""
+    r = await room(sandbox, agent_server)
+    await r.verb("monitor_start", target_call_id=r.target)
+    conn = await agent_server.wait_for(lambda: monitor_connection(agent_server, r.target))
+    await conn["ws"].close()
+    await wait_until(lambda: _empty(monitors(sandbox, r.cid)))
+    assert commands(sandbox, r.target, "uuid_audio_fork")[-1] == f"uuid_audio_fork {r.target} stop {r.bug}"
+    entry = next(e for e in await logs(sandbox, r.cid) if e.get("event") == "monitor_ended")
+    assert (entry["target_call_id"], entry["reason"]) == (r.target, "ws_closed")
+    session = await sandbox.runtime.services.sessions.get(r.cid)
+    assert session.terminal is False  # the AI's own call goes on
+    # And monitoring can start again.
+    assert await r.verb("monitor_start", target_call_id=r.target) == {}

@@ -34,7 +34,7 @@ class AiForkEvents:
         ):
             calls.on(key, handler)
 
-    async def _fork_session(self, uuid: str) -> Session | None:
+    async def fork_session(self, uuid: str) -> Session | None:
         """The session whose AI fork runs on channel `uuid`: the call itself, or, once the AI moved
         into a conference, its conference leg. None for the caller's old fork after that move: the
         bridge closed it on purpose, so its events say nothing about the AI's WebSocket."""
@@ -51,7 +51,7 @@ class AiForkEvents:
         return session
 
     async def _on_fork_connect(self, event: Event) -> None:
-        session = await self._fork_session(event.unique_id)
+        session = await self.fork_session(event.unique_id)
         if session is not None:
             await self.svc.sessions.update(session.call_id, fork_connected=True)
 
@@ -59,7 +59,7 @@ class AiForkEvents:
         """The AI sent audio over its WebSocket (playAudio): mod_audio_fork only wrote it to a file
         (freeswitch.md §3.2), so the bridge plays it: to the call, or in a conference to the AI
         leg's far side (loopback-b), whose audio is what the AI says into the room."""
-        session = await self._fork_session(event.unique_id)
+        session = await self.fork_session(event.unique_id)
         if session is None or session.terminal:
             return
         try:
@@ -79,7 +79,7 @@ class AiForkEvents:
     async def _on_ai_audio_killed(self, event: Event) -> None:
         """killAudio breaks playback on the fork's own channel; in a conference the AI's audio
         plays on loopback-b, which the module does not touch, so the bridge breaks it there."""
-        session = await self._fork_session(event.unique_id)
+        session = await self.fork_session(event.unique_id)
         speech = session.extra.get("ai_speech_uuid") if session is not None else None
         if not speech or session is None or session.terminal:
             return
@@ -90,7 +90,7 @@ class AiForkEvents:
 
     async def _on_fork_lost(self, event: Event) -> None:
         """The AI's WebSocket dropped or never connected: the agent's ws_disconnect_action decides."""
-        session = await self._fork_session(event.unique_id)
+        session = await self.fork_session(event.unique_id)
         if session is None:
             return
         call_id = session.call_id

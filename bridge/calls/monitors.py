@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 import structlog
 
+from bridge.calls.sessions import now_iso
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
 from bridge.store import keys
@@ -114,6 +115,8 @@ class Monitors:
         self.store = MonitorStore(svc.redis)
         svc.calls.on_finish.append(self._ai_session_ended)
         svc.calls.on("CHANNEL_HANGUP_COMPLETE", self._channel_gone)
+        svc.calls.on("mod_audio_fork::disconnect", self._fork_dropped)
+        svc.calls.on("mod_audio_fork::connect_failed", self._fork_dropped)
 
     async def stop_fork(self, monitor: Monitor) -> None:
         """`uuid_audio_fork <target> stop <bug>`; a refusal means the bug is not there any more
@@ -147,6 +150,32 @@ class Monitors:
         for ai_call_id in await self.store.watchers(target):
             if await self.store.release(ai_call_id, target) is not None:
                 log.info("monitor_ended", call_id=ai_call_id, target=target, reason="target_hangup")
+
+
+    async def _fork_dropped(self, event: Event) -> None:
+        """The AI closed a monitor's WebSocket (or it never connected). mod_audio_fork's event
+        names no bug, so it is matched by channel: a drop on a channel the bridge opened exactly
+        one monitor fork on, and no AI fork of its own, is that monitor's. Otherwise it stays
+        ambiguous and the record stays until monitor_stop, barge or either call ending."""
+        target = event.unique_id
+        watchers = await self.store.watchers(target) if target else set()
+        if not watchers:
+            return
+        if len(watchers) > 1 or await self.svc.calls.forks.fork_session(target) is not None:
+            log.info("monitor_fork_drop_ambiguous", target=target, watchers=sorted(watchers))
+            return
+        ai_call_id = next(iter(watchers))
+        monitor = await self.store.get(ai_call_id, target)
+        if monitor is None:
+            return
+        # The real module keeps the dead bug on the channel: stop it so a new monitor can start.
+        await self.stop_fork(monitor)
+        if await self.store.release(ai_call_id, target) is None:
+            return
+        reason = "ws_connect_failed" if event.subclass.endswith("connect_failed") else "ws_closed"
+        log.info("monitor_ended", call_id=ai_call_id, target=target, reason=reason)
+        entry = {"ts": now_iso(), "event": "monitor_ended", "target_call_id": target, "reason": reason}
+        await self.svc.sessions.append_log(ai_call_id, entry)
 
 
 def new_monitor(ai_call_id: str, target_call_id: str, mode: str, conference_id: str | None) -> Monitor:
