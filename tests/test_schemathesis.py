@@ -12,7 +12,7 @@ DELETEs to destroy); schemathesis's path parameters are bound to those ids, so t
 past their 404s into the handlers (a call that a case ended is replaced before the next case), and a
 second pass leaves them free (unknown ids, odd strings).
 
-Budget: 42 operations, two passes; the fuzzing phase draws MAX_EXAMPLES cases per operation and
+Budget: 45 operations, two passes; the fuzzing phase draws MAX_EXAMPLES cases per operation and
 pass (CONTROL_EXAMPLES for the control endpoint, whose body is 25 verbs), the coverage phase
 (deterministic, on the first pass only) its own bounded set. Derandomized with a fixed seed. About
 3,000 requests; 30 s on a quiet 2-core machine, 45 s under load.
@@ -165,6 +165,8 @@ class LiveSandbox:
             ("POST", "va_id"): agent("archived"),
             ("DELETE", "va_id"): agent("deleted"),
             ("DELETE", "sub_id"): hook(),
+            ("PATCH", "campaign_id"): self.post("/api/v1/campaigns", {"name": "patched"})["id"],
+            ("DELETE", "campaign_id"): self.post("/api/v1/campaigns", {"name": "deleted"})["id"],
         }
 
     def bind(self, case: Any) -> None:

@@ -34,6 +34,7 @@ from bridge.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from bridge.api.idempotency import REPLAYED_HEADER
 from bridge.api.routes.ai_sessions import _RevokeBody as RevokeTokenBody
 from bridge.api.routes.calls import CallCreate
+from bridge.api.routes.leads import LeadBulkCreate
 from bridge.api.routes.sandbox import SandboxCall
 from bridge.api.routes.supervisors import STATUSES as ESCALATION_STATUSES
 from bridge.api.routes.supervisors import _Claim as ClaimBody
@@ -44,7 +45,7 @@ from bridge.api.routes.webhooks import _Update as WebhookUpdate
 from bridge.calls.voice_agents import VoiceAgent, VoiceAgentCreate, VoiceAgentUpdate
 from bridge.store import keys
 from bridge.store.callbacks import CALLBACK_STATES
-from bridge.store.crm import CampaignCreate, LeadCreate
+from bridge.store.crm import CampaignCreate, CampaignUpdate, LeadCreate
 from bridge.verbs.models import Verb
 
 REF = "#/components/schemas/{model}"
@@ -125,6 +126,28 @@ class SandboxCallEnded(BaseModel):
 
 class VoiceAgentList(BaseModel):
     items: list[VoiceAgent]
+
+
+class BulkLeadRow(BaseModel):
+    index: int = Field(description="the row's position in `leads`")
+    phone: str | None = Field(description="E.164 when valid, else as sent (null if not a string)")
+    status: Literal["added", "invalid", "duplicate"]
+    id: str | None = Field(description="the new lead's id; null unless added")
+    reason: str | None = Field(
+        description="null when added; `<field>: <message>` when invalid; duplicate_in_request or "
+        "already_in_campaign when duplicate"
+    )
+    duplicate_of: str | None = Field(default=None, description="a duplicate's: the lead that has the phone")
+
+
+class BulkLeadsAnswer(BaseModel):
+    """The SDK's BulkLeadsResponse: total = valid + invalid + duplicates."""
+
+    total: int
+    valid: int = Field(description="rows added")
+    invalid: int
+    duplicates: int
+    results: list[BulkLeadRow]
 
 
 # A record this document does not spell out field by field (its route builds it as a dict).
@@ -338,8 +361,22 @@ OPERATIONS: tuple[Operation, ...] = (
         (*KEYED, 404), scope="campaigns:read",
     ),
     Operation(
+        "PATCH", "/api/v1/campaigns/{campaign_id}", "Change a campaign (only the fields sent)", "campaigns",
+        "key", 200, RECORD, (*WITH_BODY, 404, 409), scope="campaigns:write", body=CampaignUpdate,
+    ),
+    Operation(
+        "DELETE", "/api/v1/campaigns/{campaign_id}", "Delete a campaign and its leads", "campaigns", "key",
+        204, None, (*KEYED, 404), scope="campaigns:write",
+    ),
+    Operation(
         "POST", "/api/v1/campaigns/{campaign_id}/leads", "Add a lead to a campaign", "leads", "key", 201,
         RECORD, (*WITH_BODY, 404), scope="leads:write", body=LeadCreate,
+    ),
+    Operation(
+        "POST", "/api/v1/campaigns/{campaign_id}/leads:bulk", "Add up to 500 leads (a result per row)",
+        "leads", "key", 200, BulkLeadsAnswer, (*WITH_BODY, 404), scope="leads:write", body=LeadBulkCreate,
+        description="A bad envelope is a 400; a bad lead is rejected on its own row (`invalid`, with "
+        "`reason`), a phone the campaign has is `duplicate`; the rest are added in one atomic write.",
     ),
     Operation(
         "GET", "/api/v1/leads/{lead_id}", "Get a lead", "leads", "key", 200, RECORD, (*KEYED, 404),

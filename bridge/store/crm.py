@@ -17,7 +17,17 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from redis.exceptions import WatchError
 from ulid import ULID
 
 from bridge.ids import VoiceAgentId
@@ -116,6 +126,33 @@ class CampaignCreate(BaseModel):
         return self
 
 
+def _optional(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """`model` with every field optional (default None, same constraints): a PATCH body."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        optional = FieldInfo.merge_field_infos(info, default=None)
+        fields[field_name] = (info.annotation | None, optional)
+    made = create_model(name, __config__=ConfigDict(extra="forbid", str_strip_whitespace=True), **fields)
+    made.__doc__ = doc
+    return made
+
+
+# The body of `PATCH /api/v1/campaigns/{id}`: any CampaignCreate field; the campaign after the patch
+# is validated as a whole by CampaignCreate (ratios, phone, timezone). `null` clears description,
+# caller_id and voice_agent_id; `null` for a field that has a default is a validation error.
+CampaignUpdate = _optional(
+    CampaignCreate,
+    "CampaignUpdate",
+    "Any CampaignCreate field; the patched campaign is validated whole. null clears description, "
+    "caller_id, voice_agent_id.",
+)
+CAMPAIGN_FIELDS = tuple(CampaignCreate.model_fields)
+
+
+class CampaignNotFound(Exception):
+    pass
+
+
 class CampaignStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
@@ -153,6 +190,57 @@ class CampaignStore:
         pipe.set(keys.campaign(doc["id"]), json.dumps(doc))
         pipe.sadd(keys.tenant_campaigns(doc["tenant_id"]), doc["id"])
         await pipe.execute()
+
+    async def update(self, campaign_id: str, tenant_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Apply `patch` (CampaignCreate fields, already checked by CampaignUpdate) and return the
+        campaign. The whole patched campaign is validated again (ValidationError). Optimistic: the
+        document is WATCHed, so two PATCHes at once never lose one another's fields, and a DELETE
+        racing a PATCH wins (CampaignNotFound) instead of the PATCH bringing the campaign back."""
+        key = keys.campaign(campaign_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    doc = json.loads(raw) if raw else None
+                    if doc is None or doc.get("tenant_id") != tenant_id:
+                        raise CampaignNotFound(campaign_id)
+                    merged = {name: doc.get(name) for name in CAMPAIGN_FIELDS} | patch
+                    # None for an absent default-bearing field means "keep the default".
+                    merged = {k: v for k, v in merged.items() if v is not None or k in patch}
+                    spec = CampaignCreate.model_validate(merged)
+                    updated = {**doc, **spec.model_dump(), "updated_at": now_iso()}
+                    pipe.multi()
+                    pipe.set(key, json.dumps(updated))
+                    await pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
+
+    async def delete(self, campaign_id: str, tenant_id: str) -> bool:
+        """Delete the campaign and its leads (their custom fields and the phone index too).
+        False when there is no such campaign in the tenant. The lead set is WATCHed, so a lead
+        added while the delete runs is deleted with the rest, not left behind."""
+        key = keys.campaign(campaign_id)
+        leads_key = keys.campaign_leads(campaign_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key, leads_key)
+                    raw = await pipe.get(key)
+                    doc = json.loads(raw) if raw else None
+                    if doc is None or doc.get("tenant_id") != tenant_id:
+                        return False
+                    lead_ids = await pipe.smembers(leads_key)
+                    pipe.multi()
+                    pipe.delete(key, leads_key, keys.campaign_phones(campaign_id))
+                    pipe.srem(keys.tenant_campaigns(tenant_id), campaign_id)
+                    for lead_id in lead_ids:
+                        pipe.delete(keys.lead(lead_id), keys.lead_custom_fields(lead_id))
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
 
 # ---------------------------------------------------------------- leads
@@ -244,31 +332,103 @@ def _lead_from_hash(raw: dict[str, str], custom: dict[str, str]) -> dict[str, An
     }
 
 
+# leads:bulk. KEYS: campaign, campaign:leads, campaign:phones, then per lead its hash and its
+# custom-fields hash. ARGV: the number of leads, then per lead: id, phone, n, n hash fields as
+# name/value pairs, m, m custom fields as name/value pairs. {0} when the campaign is gone (a DELETE
+# won the race); else {1, per lead: '' when written, or the id of the lead that has its phone}.
+_BULK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local out = {1}
+local a = 2
+for i = 1, tonumber(ARGV[1]) do
+  local id, phone = ARGV[a], ARGV[a + 1]
+  local n = tonumber(ARGV[a + 2])
+  local fields_at = a + 3
+  local m = tonumber(ARGV[fields_at + 2 * n])
+  local custom_at = fields_at + 2 * n + 1
+  a = custom_at + 2 * m
+  if redis.call('HSETNX', KEYS[3], phone, id) == 1 then
+    local lead, custom = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+    redis.call('HSET', lead, unpack(ARGV, fields_at, fields_at + 2 * n - 1))
+    if m > 0 then redis.call('HSET', custom, unpack(ARGV, custom_at, custom_at + 2 * m - 1)) end
+    redis.call('SADD', KEYS[2], id)
+    out[#out + 1] = ''
+  else
+    out[#out + 1] = redis.call('HGET', KEYS[3], phone)
+  end
+end
+return out
+"""
+
+MAX_BULK_LEADS = 500
+
+
+def _new_lead(tenant_id: str, campaign_id: str, spec: LeadCreate) -> dict[str, Any]:
+    now = now_iso()
+    return {
+        "id": f"lead_{ULID()}",
+        "tenant_id": tenant_id,
+        "campaign_id": campaign_id,
+        "phone": spec.phone,
+        "name": spec.name,
+        "email": spec.email,
+        "metadata": spec.metadata or {},
+        "custom_fields": spec.custom_fields or {},
+        "status": "pending",
+        "status_set_by": None,
+        "attempts": 0,
+        "last_attempted_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _lead_mapping(doc: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """A lead document as its two Redis hashes: the lead, and its custom fields (JSON values)."""
+    now = now_iso()
+    mapping = {
+        "id": doc["id"],
+        "tenant_id": doc["tenant_id"],
+        "campaign_id": doc.get("campaign_id") or "",
+        "phone": doc.get("phone") or "",
+        "name": doc.get("name") or "",
+        "email": doc.get("email") or "",
+        "metadata": json.dumps(doc.get("metadata") or {}),
+        "status": doc.get("status") or "pending",
+        "status_set_by": doc.get("status_set_by") or "",
+        "attempts": str(int(doc.get("attempts") or 0)),
+        "last_attempted_at": doc.get("last_attempted_at") or "",
+        "created_at": doc.get("created_at") or now,
+        "updated_at": doc.get("updated_at") or now,
+    }
+    custom = {name: json.dumps(value) for name, value in (doc.get("custom_fields") or {}).items()}
+    return mapping, custom
+
+
+def _invalid_row(index: int, row: Any, exc: ValidationError) -> dict[str, Any]:
+    """A leads:bulk row that failed LeadCreate: its phone as sent (when it sent a string), and why."""
+    first = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "lead"
+    phone = row.get("phone") if isinstance(row, dict) else None
+    return {
+        "index": index,
+        "phone": phone if isinstance(phone, str) else None,
+        "status": "invalid",
+        "id": None,
+        "reason": f"{where}: {first.get('msg', 'invalid')}",
+    }
+
+
 class LeadStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._set_field = redis.register_script(_SET_FIELD)
         self._set_status = redis.register_script(_SET_STATUS)
         self._attempt = redis.register_script(_ATTEMPT)
+        self._bulk = redis.register_script(_BULK)
 
     async def create(self, tenant_id: str, campaign_id: str, spec: LeadCreate) -> dict[str, Any]:
-        now = now_iso()
-        doc: dict[str, Any] = {
-            "id": f"lead_{ULID()}",
-            "tenant_id": tenant_id,
-            "campaign_id": campaign_id,
-            "phone": spec.phone,
-            "name": spec.name,
-            "email": spec.email,
-            "metadata": spec.metadata or {},
-            "custom_fields": spec.custom_fields or {},
-            "status": "pending",
-            "status_set_by": None,
-            "attempts": 0,
-            "last_attempted_at": None,
-            "created_at": now,
-            "updated_at": now,
-        }
+        doc = _new_lead(tenant_id, campaign_id, spec)
         await self.put(doc)
         return doc
 
@@ -284,23 +444,7 @@ class LeadStore:
 
     async def put(self, doc: dict[str, Any]) -> None:
         """Write a whole lead (create, imports and tests); custom fields are replaced."""
-        now = now_iso()
-        mapping = {
-            "id": doc["id"],
-            "tenant_id": doc["tenant_id"],
-            "campaign_id": doc.get("campaign_id") or "",
-            "phone": doc.get("phone") or "",
-            "name": doc.get("name") or "",
-            "email": doc.get("email") or "",
-            "metadata": json.dumps(doc.get("metadata") or {}),
-            "status": doc.get("status") or "pending",
-            "status_set_by": doc.get("status_set_by") or "",
-            "attempts": str(int(doc.get("attempts") or 0)),
-            "last_attempted_at": doc.get("last_attempted_at") or "",
-            "created_at": doc.get("created_at") or now,
-            "updated_at": doc.get("updated_at") or now,
-        }
-        custom = {name: json.dumps(value) for name, value in (doc.get("custom_fields") or {}).items()}
+        mapping, custom = _lead_mapping(doc)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.lead(doc["id"]), keys.lead_custom_fields(doc["id"]))
         pipe.hset(keys.lead(doc["id"]), mapping=mapping)
@@ -308,7 +452,79 @@ class LeadStore:
             pipe.hset(keys.lead_custom_fields(doc["id"]), mapping=custom)
         if doc.get("campaign_id"):
             pipe.sadd(keys.campaign_leads(doc["campaign_id"]), doc["id"])
+            if doc.get("phone"):
+                # The first lead with a phone stands for it when leads:bulk looks for duplicates.
+                pipe.hsetnx(keys.campaign_phones(doc["campaign_id"]), doc["phone"], doc["id"])
         await pipe.execute()
+
+    async def bulk_create(self, tenant_id: str, campaign_id: str, rows: list[Any]) -> dict[str, Any] | None:
+        """`POST …/leads:bulk`: validate each row on its own (LeadCreate), then add every valid row
+        whose phone the campaign does not have yet, in one Lua call (so the batch is written whole
+        or not at all, and two batches at once cannot both add a phone). None when the campaign
+        is gone by the time of the write. The answer is the SDK's BulkLeadsResponse."""
+        results: list[dict[str, Any]] = []
+        docs: list[dict[str, Any]] = []
+        for index, row in enumerate(rows):
+            try:
+                spec = LeadCreate.model_validate(row)
+            except ValidationError as exc:
+                results.append(_invalid_row(index, row, exc))
+                continue
+            doc = _new_lead(tenant_id, campaign_id, spec)
+            docs.append(doc)
+            results.append(
+                {"index": index, "phone": spec.phone, "status": "added", "id": doc["id"], "reason": None}
+            )
+        added = await self._bulk_write(campaign_id, docs)
+        if added is None:
+            return None
+        batch_ids = {doc["id"] for doc in docs}
+        by_id = {r["id"]: r for r in results if r["status"] == "added"}
+        for doc, existing in zip(docs, added, strict=True):
+            if existing is None:
+                continue
+            row = by_id[doc["id"]]
+            row.update(
+                status="duplicate",
+                id=None,
+                duplicate_of=existing,
+                reason="duplicate_in_request" if existing in batch_ids else "already_in_campaign",
+            )
+        counts = {
+            status: sum(1 for r in results if r["status"] == status)
+            for status in ("added", "invalid", "duplicate")
+        }
+        return {
+            "total": len(results),
+            "valid": counts["added"],
+            "invalid": counts["invalid"],
+            "duplicates": counts["duplicate"],
+            "results": results,
+        }
+
+    async def _bulk_write(self, campaign_id: str, docs: list[dict[str, Any]]) -> list[str | None] | None:
+        """Per doc: None when it was written, else the id of the lead that already has its phone."""
+        if not docs:
+            return [] if await self.redis.exists(keys.campaign(campaign_id)) else None
+        lua_keys = [
+            keys.campaign(campaign_id),
+            keys.campaign_leads(campaign_id),
+            keys.campaign_phones(campaign_id),
+        ]
+        args: list[Any] = [len(docs)]
+        for doc in docs:
+            mapping, custom = _lead_mapping(doc)
+            lua_keys += [keys.lead(doc["id"]), keys.lead_custom_fields(doc["id"])]
+            args += [doc["id"], doc["phone"], len(mapping)]
+            for name, value in mapping.items():
+                args += [name, value]
+            args.append(len(custom))
+            for name, value in custom.items():
+                args += [name, value]
+        reply = await self._bulk(keys=lua_keys, args=args)
+        if int(reply[0]) == 0:
+            return None
+        return [str(existing) if existing else None for existing in reply[1:]]
 
     async def set_custom_field(self, lead_id: str, tenant_id: str, field: str, value: Any) -> None:
         """custom_fields[field] = value, one atomic HSET. Raises LeadNotFound, TooManyCustomFields."""

@@ -42,6 +42,8 @@ def tenant_api_keys(tenant_id: str) -> str:
 # lead:{id}:custom_fields     hash  field -> JSON value; one field per hash entry so set_lead_field is one
 #                             HSET and concurrent patches of different fields never overwrite each other
 # campaign:{id}:leads         set   lead ids
+# campaign:{id}:phones        hash  phone (E.164) -> the first lead id with it; leads:bulk counts a phone
+#                             already here as a duplicate (HSETNX, in the same Lua call as the write)
 
 
 def voice_agent(va_id: str) -> str:
@@ -74,6 +76,10 @@ def lead_custom_fields(lead_id: str) -> str:
 
 def campaign_leads(campaign_id: str) -> str:
     return f"{PREFIX}campaign:{campaign_id}:leads"
+
+
+def campaign_phones(campaign_id: str) -> str:
+    return f"{PREFIX}campaign:{campaign_id}:phones"
 
 
 # ---------------------------------------------------------------- AI sessions (one per call)
