@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bridge.sim.events import Headers, SimEvent, channel_basic, channel_data
+from bridge.sim.recording import Recording
 
 if TYPE_CHECKING:
     from bridge.sim.audio_fork import AudioFork
@@ -213,14 +214,6 @@ class CallerProfile:
             profile_created=now_us(),
             times=self.times,
         )
-
-
-@dataclass(slots=True)
-class Recording:
-    path: str
-    started: float
-    paused: bool = False
-    masked: bool = False
 
 
 @dataclass(slots=True)
@@ -576,7 +569,15 @@ class Channel:
     def start_recording(self, path: str) -> bool:
         if path in self.recordings or not self.alive:
             return False
-        self.recordings[path] = Recording(path, time.monotonic())
+        # At the channel's rate unless record_sample_rate says otherwise; stereo on RECORD_STEREO.
+        rate = self.variables.get("record_sample_rate", "")
+        self.recordings[path] = Recording(
+            path,
+            time.monotonic(),
+            rate=int(rate) if rate.isdigit() and int(rate) in (8000, 16000, 32000, 48000) else self.rate,
+            stereo=self.variables.get("RECORD_STEREO", "").lower() == "true",
+            muted=self.mute["read"],
+        )
         self.emit("RECORD_START", post=[("Record-File-Path", path)])
         self.add_bug(f"record:{path}", "session_record", path)
         return True
@@ -585,13 +586,15 @@ class Channel:
         paths = list(self.recordings) if path == "all" else [path] if path in self.recordings else []
         for p in paths:
             rec = self.recordings.pop(p)
-            seconds = time.monotonic() - rec.started
-            ms = int(seconds * 1000)
+            # The file is complete before RECORD_STOP fires; what it holds (paused time left out)
+            # is what record_seconds says, as on the real switch.
+            samples = rec.write(time.monotonic())
+            ms = samples * 1000 // rec.rate
             self.variables.update(
                 {
-                    "record_file_size": str(44 + ms * 16),
-                    "record_samples": str(ms * 8),
-                    "record_seconds": str(int(seconds)),
+                    "record_file_size": str(44 + samples * 2 * (2 if rec.stereo else 1)),
+                    "record_samples": str(samples),
+                    "record_seconds": str(ms // 1000),
                     "record_ms": str(ms),
                     "record_completion_cause": "success-maxtime",
                 }

@@ -324,6 +324,8 @@ async def cmd_uuid_audio(core: SwitchCore, args: str) -> str:
         return NO_CHANNEL
     if argv[1].lower() == "stop":
         ch.mute = {"read": False, "write": False}
+        for rec in ch.recordings.values():
+            rec.set(muted=False)
         ch.levels = {"read": 0, "write": 0}
         ch.remove_bug("audio")
         return "+OK\n"
@@ -341,6 +343,9 @@ async def cmd_uuid_audio(core: SwitchCore, args: str) -> str:
         ch.add_bug("audio", "audio", what)
     if what == "mute":
         ch.mute[direction] = level != 0
+        if direction == "read":  # the caller muted: silence for the recording's left channel too
+            for rec in ch.recordings.values():
+                rec.set(muted=level != 0)
     else:
         ch.levels[direction] = level
     return "+OK\n"
@@ -530,9 +535,9 @@ async def cmd_uuid_record(core: SwitchCore, args: str) -> str:
     if rec is None:
         return failures[action]
     if action in ("mask", "unmask"):
-        rec.masked = action == "mask"
+        rec.set(masked=action == "mask")
     else:
-        rec.paused = action == "pause"
+        rec.set(paused=action == "pause")
     return "+OK Success\n"
 
 
