@@ -260,7 +260,8 @@ async def test_broadcast_of_an_http_file_plays_and_carries_its_variables(sim, es
     stop = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "PLAYBACK_STOP")
     start = next(e for e in esl.of(uuid) if e.name == "PLAYBACK_START")
     for ev in (start, stop):
-        assert ev.get("Playback-File-Path") == "http_cache://http://tts.example/hi.wav"
+        # the path as given, {var=value} prefix included (the real 1.10.12: test_sim_real_texts.py)
+        assert ev.get("Playback-File-Path") == "{playback_id=p-1}http_cache://http://tts.example/hi.wav"
         assert ev.get("playback_id") == "p-1"
     assert stop.get("Playback-Status") == "done"
     complete = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "CHANNEL_EXECUTE_COMPLETE"

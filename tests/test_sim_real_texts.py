@@ -221,3 +221,58 @@ async def test_connect_failed_on_a_refused_upgrade_has_the_lws_handshake_text(si
         assert event.body == json.dumps({"reason": reason}, separators=(",", ":"))
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------- playback events
+
+
+async def answered(sim: SwitchSimulator, esl: RawEsl) -> str:
+    uuid = await sim.place_inbound_call("+15550001", "+15559999")
+    assert await esl.api(f"uuid_answer {uuid}") == "+OK\n"
+    return uuid
+
+
+async def test_playback_events_name_the_path_as_given_with_its_variables(sim, esl):
+    """Seen on the real switch (tests/freeswitch/test_calls.py, play_audio): `uuid_broadcast <uuid>
+    playback::{playback_id=pb_01M8T6DWTNTJWEACX8XNPPVXHN}http_cache://http://127.0.0.1:45695/prompt.wav
+    aleg` fired PLAYBACK_START and PLAYBACK_STOP with
+        Playback-File-Path: {playback_id=pb_01M8T6DWTNTJWEACX8XNPPVXHN}http_cache://http://127.0.0.1:45695/prompt.wav
+        playback_id: pb_01M8T6DWTNTJWEACX8XNPPVXHN
+    and no Playback-File-Type (switch_ivr_play_say.c:1646-1656: the type only for a path starting
+    local_stream: or tone_stream:, the path and fh->params as they are)."""
+    uuid = await answered(sim, esl)
+    given = "{playback_id=pb_01M8T6DWTNTJWEACX8XNPPVXHN}http_cache://http://127.0.0.1:45695/prompt.wav"
+    assert await esl.api(f"uuid_broadcast {uuid} playback::{given} aleg") == "+OK Message sent\n"
+    stop = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "PLAYBACK_STOP")
+    start = next(e for e in esl.of(uuid) if e.name == "PLAYBACK_START")
+    for event in (start, stop):
+        assert event.get("Playback-File-Path") == given
+        assert event.get("playback_id") == "pb_01M8T6DWTNTJWEACX8XNPPVXHN"
+        assert "Playback-File-Type" not in event.headers
+    assert stop.get("Playback-Status") == "done"
+
+
+async def test_playback_of_a_tone_stream_has_its_file_type(sim, esl):
+    """esl-captures/08_uuid_transfer.txt: Playback-File-Type: tone_stream before the path."""
+    uuid = await answered(sim, esl)
+    tone = "tone_stream://%(100,0,440)"
+    assert await esl.api(f"uuid_broadcast {uuid} playback::{tone} aleg") == "+OK Message sent\n"
+    start = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "PLAYBACK_START")
+    assert start.get("Playback-File-Type") == "tone_stream"
+    assert start.get("Playback-File-Path") == tone
+    names = list(start.headers)
+    assert names.index("Playback-File-Type") == names.index("Playback-File-Path") - 1
+
+
+async def test_a_queue_members_music_is_a_local_stream_playback(sim, esl):
+    """Seen on the real switch (tests/freeswitch/test_calls.py, transfer to support@default): the
+    member's music is a PLAYBACK_START with Playback-File-Type: local_stream and
+    Playback-File-Path: local_stream://moh (mod_callcenter plays it with switch_ivr_play_file)."""
+    uuid = await answered(sim, esl)
+    await esl.api(f"uuid_transfer {uuid} 'callcenter:support@default' inline")
+    start = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "PLAYBACK_START")
+    assert start.get("Playback-File-Type") == "local_stream"
+    assert start.get("Playback-File-Path") == "local_stream://moh"
+    await sim.hangup(uuid)
+    stop = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "PLAYBACK_STOP")
+    assert stop.get("Playback-File-Type") == "local_stream"

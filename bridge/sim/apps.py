@@ -16,7 +16,7 @@ import structlog
 from bridge.sim.arguments import parse_var_block, separate_string
 from bridge.sim.channels import STATE_NUMBERS, Broadcast, Channel, new_uuid, str2cause
 from bridge.sim.dialplan import App, lookup
-from bridge.sim.events import channel_basic
+from bridge.sim.events import channel_basic, playback_file_type
 from bridge.sim.originate import dial
 
 log = structlog.get_logger(__name__)
@@ -141,11 +141,12 @@ async def play_file(ch: Channel, raw: str, *, endless: bool = False) -> str:
     if response != "FILE PLAYED":
         return response
     extra = list(params.items())
-    # Streams named scheme://... are reported with their module as Playback-File-Type.
-    kind = [("Playback-File-Type", path.split("://", 1)[0])] if "://" in path else []
+    kind = playback_file_type(raw)
     ch.playing = path
     ch.break_requested = False
-    ch.emit("PLAYBACK_START", post=[*kind, ("Playback-File-Path", path), *extra])
+    # switch_ivr_play_file reports the path as given, its {var=value} prefix included, and the
+    # variables again as headers of their own.
+    ch.emit("PLAYBACK_START", post=[*kind, ("Playback-File-Path", raw), *extra])
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = None if endless or duration is None else started + duration
@@ -183,7 +184,7 @@ async def play_file(ch: Channel, raw: str, *, endless: bool = False) -> str:
             "playback_samples": str(ms * 8),
         }
     )
-    ch.emit("PLAYBACK_STOP", post=[*kind, ("Playback-File-Path", path), ("Playback-Status", status), *extra])
+    ch.emit("PLAYBACK_STOP", post=[*kind, ("Playback-File-Path", raw), ("Playback-Status", status), *extra])
     return response
 
 

@@ -16,7 +16,7 @@ import structlog
 
 from bridge.sim.arguments import parse_var_block
 from bridge.sim.channels import Channel, new_uuid
-from bridge.sim.events import Headers
+from bridge.sim.events import Headers, playback_file_type
 
 if TYPE_CHECKING:
     from bridge.sim.core import SwitchCore
@@ -79,7 +79,7 @@ class CallCenter:
             }
         )
         self._fire(ch, queue, "member-queue-start", [("CC-Count", "1"), *self._member_headers(ch)])
-        ch.emit("PLAYBACK_START", post=[("Playback-File-Path", MOH)])
+        ch.emit("PLAYBACK_START", post=[*playback_file_type(MOH), ("Playback-File-Path", MOH)])
         cause, reason = "Cancel", "NONE"
         try:
             while not (not ch.alive or ch.pending_transfer is not None):
@@ -101,7 +101,10 @@ class CallCenter:
             if ch.pending_transfer is not None and cause == "Cancel":
                 reason = "BREAK_OUT"
         finally:
-            ch.emit("PLAYBACK_STOP", post=[("Playback-File-Path", MOH), ("Playback-Status", "break")])
+            ch.emit(
+                "PLAYBACK_STOP",
+                post=[*playback_file_type(MOH), ("Playback-File-Path", MOH), ("Playback-Status", "break")],
+            )
             self._fire(
                 ch,
                 queue,
@@ -144,7 +147,10 @@ class CallCenter:
                 ("CC-Agent-Answered-Time", str(int(time.time()))),
             ]
             ch.callcenter.update(state="bridged", agent_uuid=leg.uuid)
-            ch.emit("PLAYBACK_STOP", post=[("Playback-File-Path", MOH), ("Playback-Status", "break")])
+            ch.emit(
+                "PLAYBACK_STOP",
+                post=[*playback_file_type(MOH), ("Playback-File-Path", MOH), ("Playback-Status", "break")],
+            )
             agent_leg = [*base, ("CC-Agent-UUID", leg.uuid), *timing]
             joined_at = [("CC-Member-Joined-Time", str(joined))]
             self._fire(ch, queue, "bridge-agent-start", [*agent_leg, *joined_at, *self._member_headers(ch)])
@@ -157,7 +163,7 @@ class CallCenter:
                 ("CC-Hangup-Cause", leg.hangup_cause or "NORMAL_CLEARING"),
             ]
             self._fire(ch, queue, "bridge-agent-end", [*agent_leg, *ended, *self._member_headers(ch)])
-            ch.emit("PLAYBACK_START", post=[("Playback-File-Path", MOH)])
+            ch.emit("PLAYBACK_START", post=[*playback_file_type(MOH), ("Playback-File-Path", MOH)])
             return True
         finally:
             agent.busy = False

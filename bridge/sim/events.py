@@ -298,3 +298,12 @@ def channel_vars(ch: Channel) -> Headers:
 def channel_data(ch: Channel) -> Headers:
     """switch_channel_event_set_data: basic data plus every channel variable."""
     return channel_basic(ch) + channel_vars(ch)
+
+
+def playback_file_type(raw: str) -> list[tuple[str, str]]:
+    """switch_ivr_play_file (1.10.12) sets Playback-File-Type for two prefixes only, compared with
+    the path as given: local_stream: and tone_stream: (so not http_cache://, nor after a {...})."""
+    for kind in ("local_stream", "tone_stream"):
+        if raw[: len(kind) + 1].lower() == f"{kind}:":
+            return [("Playback-File-Type", kind)]
+    return []
