@@ -246,7 +246,8 @@ class ConferenceStore:
     ) -> Participant | None:
         """The member for the channel, once FreeSWITCH reported it; None if it did not in time."""
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancel on 3.11
+                return await asyncio.shield(fut)
         except TimeoutError:
             # Another instance may have stored it while our event was still queued.
             return await self.participant_by_call(conference_id, channel_uuid)

@@ -26,6 +26,7 @@ from bridge.calls.transfers import TransferWatch
 from bridge.calls.voice_agents import VoiceAgent
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
+from bridge.media.recordings import api_audio_path
 from bridge.store import keys
 from bridge.store.crm import CampaignStore, LeadStore
 
@@ -104,7 +105,9 @@ class CallManager:
     async def _drain(self, uuid: str, queue: asyncio.Queue[Event]) -> None:
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), _IDLE_WORKER_S)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can drop a cancel (bridge/tasks.py).
+                async with asyncio.timeout(_IDLE_WORKER_S):
+                    event = await queue.get()
             except TimeoutError:
                 break
             for handler in self._handlers.get(event.key, ()):
@@ -481,15 +484,18 @@ class CallManager:
         )
 
     def recording_url(self, session: Session) -> str | None:
+        """The URL the SDK's recordings.fetch_bytes/download GET (an API key with
+        recordings:download); recordings.get_signed_url gives a keyless, expiring one."""
         if not session.recording_path:
             return None
-        return f"file://{session.recording_path}"
+        return f"{self.svc.public_base_url}{api_audio_path(session.call_id)}"
 
     async def _on_record_stop(self, event: Event) -> None:
         session = await self.svc.sessions.get(event.unique_id)
         if session is None or not await self.svc.sessions.set_once(session.call_id, "recording_ready", "1"):
             return
         seconds = event.var("record_seconds") or "0"
+        ms = event.var("record_ms") or ""
         await self.svc.outbox.emit(
             "call.recording_ready",
             session.tenant_id,
@@ -497,7 +503,9 @@ class CallManager:
                 "call_id": session.call_id,
                 "recording_url": self.recording_url(session),
                 "duration_s": int(float(seconds or 0)),
+                "duration_ms": int(ms) if ms.isdigit() else None,
                 "stereo": True,
+                "format": "audio/wav",
             },
         )
 
