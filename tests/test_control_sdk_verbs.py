@@ -214,19 +214,19 @@ async def case_recording_pause(d: Drive) -> None:
     }
     result, sent = await d.verb("recording_pause", reason="card number")
     assert result == {}
-    assert sent == [f"uuid_record {d.cid} pause {path}"]
-    assert d.snap()["recording"]["paused"] is True
+    assert sent == [f"uuid_record {d.cid} mask {path}"]
+    assert d.snap()["recording"]["masked"] is True
     assert (await d.session()).recording_state == "paused"
 
 
 async def case_recording_resume(d: Drive) -> None:
     path = (await d.session()).recording_path
     await d.sdk("recording_pause")
-    assert d.snap()["recording"]["paused"] is True
+    assert d.snap()["recording"]["masked"] is True
     result, sent = await d.verb("recording_resume")
     assert result == {}
-    assert sent == [f"uuid_record {d.cid} resume {path}"]
-    assert d.snap()["recording"]["active"] is True and d.snap()["recording"]["paused"] is False
+    assert sent == [f"uuid_record {d.cid} unmask {path}"]
+    assert d.snap()["recording"]["active"] is True and d.snap()["recording"]["masked"] is False
     assert (await d.session()).recording_state == "recording"
 
 

@@ -138,14 +138,14 @@ async def test_recording_pause_and_resume(sandbox, agent_server: AgentServer):
     assert snapshot(sandbox, cid)["recording"]["active"] is True
 
     await in_thread(ai.recording_pause, cid, reason="pci", callback_token=tok)
-    assert commands(sandbox, cid, "uuid_record")[-1] == f"uuid_record {cid} pause {path}"
-    assert snapshot(sandbox, cid)["recording"]["paused"] is True
+    assert commands(sandbox, cid, "uuid_record")[-1] == f"uuid_record {cid} mask {path}"
+    assert snapshot(sandbox, cid)["recording"]["masked"] is True
     state = (await in_thread(ai.get_call_state, cid, callback_token=tok))["result"]
     assert state["is_recording"] is False
 
     await in_thread(ai.recording_resume, cid, callback_token=tok)
-    assert commands(sandbox, cid, "uuid_record")[-1] == f"uuid_record {cid} resume {path}"
-    assert snapshot(sandbox, cid)["recording"]["paused"] is False
+    assert commands(sandbox, cid, "uuid_record")[-1] == f"uuid_record {cid} unmask {path}"
+    assert snapshot(sandbox, cid)["recording"]["masked"] is False
     assert (await in_thread(ai.get_call_state, cid, callback_token=tok))["result"]["is_recording"] is True
 
     logs = (await in_thread(sdk(sandbox).ai_sessions.get, cid))["metadata"]["logs"]

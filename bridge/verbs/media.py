@@ -180,6 +180,11 @@ async def play_audio(ctx: VerbContext, cmd: PlayAudio) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- recording
+# `mask`/`unmask`, not `pause`/`resume`: FreeSWITCH writes a masked stretch as zeros of its real
+# length (record_callback: `mask ? null_data : data`), while a paused bug is skipped altogether
+# (SMBF_PAUSE), leaving the stretch out of the file. Either keeps the card number out; masking also
+# keeps the file's timeline the call's, so a transcript's timestamps and a player's seek line up
+# with the call, and the pause shows in the artifact as silence (docs/recordings.md).
 
 
 @verb("recording_pause", idempotency="strong")
@@ -196,7 +201,7 @@ async def recording_pause(ctx: VerbContext, cmd: RecordingPause) -> dict[str, An
     try:
         if not path:
             raise ApiError(409, "recording_not_active", "the call has no recording to pause")
-        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "pause", path))
+        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "mask", path))
     except BaseException:
         await settle(ctx, "recording_state", current)
         raise
@@ -216,7 +221,7 @@ async def recording_resume(ctx: VerbContext, cmd: RecordingResume) -> dict[str, 
     try:
         if not path:
             raise ApiError(409, "recording_not_paused", "the call has no recording to resume")
-        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "resume", path))
+        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "unmask", path))
     except BaseException:
         await settle(ctx, "recording_state", current)
         raise
