@@ -60,6 +60,8 @@ class Settings:
     redis_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # The base URL clients reach this bridge at (recording URLs carry it); empty: the bound one.
+    public_base_url: str = ""
     data_dir: Path = Path("var")
 
     # FreeSWITCH side
@@ -99,6 +101,10 @@ class Settings:
     # Scheduler
     scheduler_interval_s: float = 1.0
 
+    # Recordings (docs/recordings.md): signed URLs; no secret set = one kept in Redis for all instances
+    recording_url_secret: str = ""
+    recording_url_ttl_s: int = 900
+
     instance_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
     @classmethod
@@ -109,6 +115,7 @@ class Settings:
             redis_url=os.environ.get("REDIS_URL") or None,
             http_host=_env("BRIDGE_HOST", d.http_host),
             http_port=_env_int("BRIDGE_PORT", d.http_port),
+            public_base_url=_env("BRIDGE_PUBLIC_BASE_URL", d.public_base_url),
             data_dir=Path(_env("BRIDGE_DATA_DIR", str(d.data_dir))),
             recordings_dir=_env("BRIDGE_RECORDINGS_DIR", d.recordings_dir),
             gateway=_env("BRIDGE_GATEWAY", d.gateway),
@@ -143,6 +150,8 @@ class Settings:
             ),
             webhook_secret_grace_s=_env_int("BRIDGE_WEBHOOK_SECRET_GRACE_S", d.webhook_secret_grace_s),
             scheduler_interval_s=_env_float("BRIDGE_SCHEDULER_INTERVAL_S", d.scheduler_interval_s),
+            recording_url_secret=_env("BRIDGE_RECORDING_URL_SECRET", d.recording_url_secret),
+            recording_url_ttl_s=_env_int("BRIDGE_RECORDING_URL_TTL_S", d.recording_url_ttl_s),
         )
 
     @property

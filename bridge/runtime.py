@@ -105,6 +105,8 @@ class BridgeRuntime:
                 assert server is not None and server.sockets  # type: ignore[union-attr]
                 port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self.endpoint = Endpoint(settings.http_host, port)
+            if not settings.public_base_url:
+                svc.public_base_url = self.endpoint.base_url
             log.info("http_listening", base_url=self.endpoint.base_url)
         return svc
 

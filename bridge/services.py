@@ -60,6 +60,11 @@ class Services:
         self.webhooks: WebhookService | None = None
         # The redis-server this process runs itself (no REDIS_URL); /healthz reports its state.
         self.embedded_redis: EmbeddedRedis | None = None
+        # Where clients reach this bridge (BRIDGE_PUBLIC_BASE_URL); bridge.runtime sets the bound
+        # base URL when the setting is empty. Recording URLs carry it.
+        self.public_base_url = (
+            settings.public_base_url.rstrip("/") or f"http://{settings.http_host}:{settings.http_port}"
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closers: list[Callable[[], Awaitable[None]]] = []
 

@@ -12,7 +12,7 @@ DELETEs to destroy); schemathesis's path parameters are bound to those ids, so t
 past their 404s into the handlers (a call that a case ended is replaced before the next case), and a
 second pass leaves them free (unknown ids, odd strings).
 
-Budget: 45 operations, two passes; the fuzzing phase draws MAX_EXAMPLES cases per operation and
+Budget: 48 operations, two passes; the fuzzing phase draws MAX_EXAMPLES cases per operation and
 pass (CONTROL_EXAMPLES for the control endpoint, whose body is 25 verbs), the coverage phase
 (deterministic, on the first pass only) its own bounded set. Derandomized with a fixed seed. About
 3,000 requests; 30 s on a quiet 2-core machine, 45 s under load.

@@ -33,6 +33,7 @@ def _setup_optional(app: web.Application, *, sandbox: bool) -> None:
     modules = [
         "bridge.api.routes.voice_agents",
         "bridge.api.routes.calls",
+        "bridge.api.routes.recordings",
         "bridge.api.routes.ai_sessions",
         "bridge.api.routes.control",
         "bridge.api.routes.webhooks",

@@ -111,6 +111,23 @@ class TokenRevoked(BaseModel):
     revoked_until_ts: int
 
 
+class RecordingInfo(BaseModel):
+    """`GET …/recording` (the SDK's recordings.get_signed_url): metadata and a signed URL."""
+
+    call_id: str
+    url: str = Field(description="signed, expiring; needs no key (GET it, Range allowed)")
+    expires_at: str = Field(description="ISO-8601 UTC with milliseconds and Z")
+    expires_in_s: int
+    format: Literal["audio/wav"]
+    stereo: bool = Field(description="left the caller, right the AI")
+    channels: int | None
+    sample_rate_hz: int | None
+    duration_s: int | None
+    duration_ms: int | None
+    size_bytes: int
+    audio_url: str = Field(description="the same bytes for an API key with recordings:download")
+
+
 class SandboxCallPlaced(BaseModel):
     call_id: str
     state: str
@@ -194,6 +211,8 @@ class Operation:
     answer_type: str = "application/json"
     description: str = ""
     path_params: dict[str, str] = field(default_factory=dict)
+    # Answers Range requests: 206 with the same content as `ok` (the recording's bytes).
+    partial: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -204,6 +223,11 @@ class Operation:
 _ONE_STATUS = "|".join(ESCALATION_STATUSES)
 LIMIT_1000 = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
 VERB_BODY: TypeAdapter[Any] = TypeAdapter(Verb)
+AUDIO: dict[str, Any] = {"type": "string", "format": "binary"}
+RANGE = Param(
+    "Range", "header", {"type": "string", "pattern": r"^bytes=[0-9]{0,15}-[0-9]{0,15}$"},
+    "one byte range, so a player can seek: 206 with Content-Range", False,
+)
 
 # Every route: a header that is not UTF-8 (400), aiohttp's refusals (400, 431). Every route that
 # reads Redis: 503 while it is unreachable. Every route with a body: 413 over the size bound.
@@ -272,6 +296,28 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/api/v1/calls/{call_id}", "Get a call", "calls", "key", 200, RECORD, (*KEYED, 404),
         scope="calls:read",
+    ),
+    Operation(
+        "GET", "/api/v1/calls/{call_id}/recording", "A call's recording: metadata and a signed URL",
+        "recordings", "key", 200, RecordingInfo, (*KEYED, 404, 409), scope="calls:read",
+        description="409 recording_not_ready until the recording has stopped (call.recording_ready); "
+        "404 for a call with no recording, or whose file the bridge cannot read (docs/recordings.md).",
+    ),
+    Operation(
+        "GET", "/api/v1/calls/{call_id}/recording/audio", "A call's recording: the WAV bytes", "recordings",
+        "key", 200, AUDIO, (*KEYED, 404, 409, 416), scope="recordings:download", answer_type="audio/wav",
+        params=(RANGE,), partial=True,
+    ),
+    Operation(
+        "GET", "/recordings/{call_id}.wav", "A call's recording through a signed URL (no key)", "recordings",
+        "none", 200, AUDIO, (400, 403, 404, 409, 416, 431, 503), answer_type="audio/wav",
+        params=(
+            Param("expires", "query", {"type": "string", "pattern": "^[0-9]{1,12}$"}, "unix seconds", True),
+            Param("signature", "query", {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "HMAC-SHA256", True),
+            RANGE,
+        ),
+        partial=True,
+        description="The URL GET …/recording answers; 403 invalid_signature or url_expired.",
     ),
     Operation(
         "GET", "/api/v1/ai-sessions", "List AI sessions", "ai-sessions", "key", 200, items_of(RECORD), KEYED,
@@ -465,12 +511,14 @@ STATUS_TEXT = {
     201: "Created",
     202: "Accepted",
     204: "No Content",
+    206: "Partial Content: the Range asked for",
     400: "Bad request: invalid_json, validation_error (the body, a header), a bad query value",
     401: "Unauthorized: missing_credentials, invalid_api_key, invalid_token, token_expired, token_revoked",
     403: "Forbidden: missing_scope, api_key_required, tenant_mismatch, token_call_mismatch",
     404: "Not found in this tenant",
     409: "Conflict with the resource's state",
     413: f"payload_too_large: the body is over {MAX_BODY_BYTES} bytes",
+    416: "range_not_satisfiable: not one byte range within the file (Content-Range: bytes */size)",
     422: "Unprocessable: tts_not_supported, idempotency_key_reused",
     424: "Failed dependency: no_voice_agent_configured, subprotocol_mismatch",
     429: "Too many requests: rate_limited, max_concurrent_exceeded (Retry-After)",
@@ -551,6 +599,10 @@ def _responses(op: Operation, components: _Components) -> dict[str, Any]:
             "schema": {"type": "string", "enum": ["true"]},
         }
     responses: dict[str, Any] = {str(op.ok): ok}
+    if op.partial:
+        partial = {**ok, "description": STATUS_TEXT[206], "headers": dict(ok["headers"])}
+        partial["headers"]["Content-Range"] = {"required": True, "schema": {"type": "string"}}
+        responses["206"] = partial
     error = {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}
     for status in sorted(set(op.errors)):
         answer: dict[str, Any] = {"description": STATUS_TEXT[status], "headers": dict(request_id)}

@@ -118,6 +118,15 @@ def call_owner(call_id: str) -> str:
     return f"{PREFIX}call:{call_id}:owner"
 
 
+# ---------------------------------------------------------------- recordings
+# recordings:url_secret       string the HMAC secret of signed recording URLs when
+#                             BRIDGE_RECORDING_URL_SECRET is not set; SET NX by the first bridge   no TTL
+
+
+def recording_url_secret() -> str:
+    return f"{PREFIX}recordings:url_secret"
+
+
 # ---------------------------------------------------------------- callback tokens
 # cbtoken:{sha256(token)}     hash  jti, call_id, tenant_id, expires_at, revoked    TTL expiry+grace
 # Kept past expiry for TOKEN_GRACE_S so an expired token answers "expired", not "unknown".

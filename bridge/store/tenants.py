@@ -25,6 +25,7 @@ ALL_SCOPES = (
     "voice_agents:admin",
     "calls:read",
     "calls:write",
+    "recordings:download",
     "campaigns:read",
     "campaigns:write",
     "leads:read",
