@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,13 +81,15 @@ def _free_port() -> int:
 
 
 def ports_env() -> dict[str, str]:
-    """FREESWITCH_*_PORT for the switch: the caller's own if set, else free ones."""
+    """FREESWITCH_*_PORT for the switch: the caller's own if set, else free ones. The `pstn`
+    gateway's proxy (FREESWITCH_PSTN_PROXY) is a free port too: the lab's SIPp UAS listens there."""
     rtp_start = random.randrange(20000, 30000 - RTP_PORTS, 2)
     chosen = {
         "FREESWITCH_ESL_PORT": str(_free_port()),
         "FREESWITCH_SIP_PORT": str(_free_port()),
         "FREESWITCH_RTP_START_PORT": str(rtp_start),
         "FREESWITCH_RTP_END_PORT": str(rtp_start + RTP_PORTS),
+        "FREESWITCH_PSTN_PROXY": f"127.0.0.1:{_free_port()}",
     }
     return {name: os.environ.get(name) or value for name, value in chosen.items()}
 
@@ -113,6 +116,11 @@ class FreeSwitch:
     esl_password: str = ESL_PASSWORD
     startup_log: str = ""  # the log as it stood once the switch was up and settled
     dirs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def pstn_port(self) -> int:
+        """Where the `pstn` gateway sends its calls (127.0.0.1, UDP): the lab's SIPp UAS."""
+        return int(self.env["FREESWITCH_PSTN_PROXY"].rpartition(":")[2])
 
     @property
     def log_path(self) -> Path:
@@ -254,3 +262,54 @@ async def fs_esl(freeswitch: FreeSwitch) -> AsyncIterator[RawEsl]:
         with contextlib.suppress(Exception):
             await esl.send("exit")
         await esl.close()
+
+
+# ---------------------------------------------------------------- the lab: bridge + Redis + agent + callers
+
+
+@pytest.fixture
+async def fs_lab(freeswitch: FreeSwitch, redis_url: str, redis: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """The bridge (in-process BridgeRuntime) on the tier's FreeSWITCH, with a fresh Redis db, the
+    `lab` tenant and an admin key, a ListeningAgent as the tenant's default voice agent, SIPp
+    callers and gateway (tests/freeswitch/lab.py). Channels left on the switch are hung up."""
+    from tests.freeswitch.lab import FreeSwitchLab
+
+    settings = FreeSwitchLab.settings_for(freeswitch, redis_url, tmp_path)
+    lab = FreeSwitchLab(settings, freeswitch, tmp_path / "sipp")
+    await lab.start()
+    try:
+        yield lab
+    finally:
+        await lab.stop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sim", id="sim"),
+        pytest.param("freeswitch", id="freeswitch", marks=pytest.mark.freeswitch),
+    ]
+)
+def lab_switch(request: pytest.FixtureRequest) -> FreeSwitch | None:
+    """The switch a shared scenario runs on: None for the simulator, else the tier's FreeSWITCH
+    (which skips, or under CI=true fails, without a build, as every real-switch test does)."""
+    return request.getfixturevalue("freeswitch") if request.param == "freeswitch" else None
+
+
+@pytest.fixture
+async def lab(
+    lab_switch: FreeSwitch | None, redis_url: str, redis: Any, tmp_path: Path
+) -> AsyncIterator[Any]:
+    """A scenario's lab on either switch (ids "sim" and "freeswitch"): see tests/freeswitch/lab.py."""
+    from tests.conftest import fast_settings
+    from tests.freeswitch.lab import FreeSwitchLab, SimLab
+
+    if lab_switch is None:
+        lab: Any = SimLab(fast_settings(redis_url, tmp_path, rate_limit_per_s=1000))
+    else:
+        settings = FreeSwitchLab.settings_for(lab_switch, redis_url, tmp_path)
+        lab = FreeSwitchLab(settings, lab_switch, tmp_path / "sipp")
+    await lab.start()
+    try:
+        yield lab
+    finally:
+        await lab.stop()
