@@ -3,12 +3,13 @@ when the far end answers; busy, unanswered or refused, the caller comes back to 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from tests.conftest import AgentServer, in_thread
-from tests.helpers import events, sandbox_with, sdk, snapshot, start_call, wait_until
+from tests.helpers import commands, events, sandbox_with, sdk, snapshot, start_call, wait_until
 
 NUMBER = "+14155550123"
 SIP_URI = "sip:agent@pbx.example.com"
@@ -125,3 +126,27 @@ async def test_the_caller_hanging_up_while_it_rings_ends_the_session_as_a_hangup
     [ended] = await wait_until(lambda: events(sandbox, call.call_id, "ai_session.ended"))
     assert ended.data["outcome"] == "hangup"
     assert await events(sandbox, call.call_id, "ai_session.transfer_failed") == []
+
+
+async def test_the_recording_goes_on_after_a_queue_transfer_and_says_where_the_ai_left(
+    sandbox, agent_server: AgentServer
+):
+    """Issue 10: the recording after the session ends is kept (the queue agent's part is part of
+    the call's record), and call.recording_ready says where the AI's part ends."""
+    call = await start_call(sandbox, agent_server)
+    await asyncio.sleep(0.3)
+    await in_thread(
+        sdk(sandbox).ai_sessions.transfer,
+        call.call_id,
+        destination_type="agent_queue",
+        destination="support",
+        callback_token=call.token,
+    )
+    await wait_until(lambda: events(sandbox, call.call_id, "ai_session.ended"))
+    assert commands(sandbox, call.call_id, f"uuid_record {call.call_id} stop") == []
+    await asyncio.sleep(0.5)  # the caller waits in the queue, still recorded
+    await sandbox.sim.hangup(call.call_id)
+    [ready] = await wait_until(lambda: events(sandbox, call.call_id, "call.recording_ready"))
+    assert ready.data["covers"] == "call"
+    offset = ready.data["ai_session_ended_offset_s"]
+    assert 0.2 < offset < ready.data["duration_ms"] / 1000 - 0.3

@@ -328,7 +328,9 @@ class CallManager:
         )
         path = f"{settings.recordings_dir.rstrip('/')}/{call_id}.wav"
         await self.svc.switch.record_start(call_id, path)
-        await self.svc.sessions.update(call_id, recording_path=path, recording_state="recording")
+        await self.svc.sessions.update(
+            call_id, recording_path=path, recording_state="recording", recording_started_at=repr(time.time())
+        )
         await self.svc.switch.setvar(call_id, "mod_audio_fork_subprotocol", agent.subprotocol)
         if agent.auth_token:
             await self.svc.switch.setvar(call_id, "mod_audio_fork_auth_token", agent.auth_token)
@@ -496,6 +498,10 @@ class CallManager:
             return
         seconds = event.var("record_seconds") or "0"
         ms = event.var("record_ms") or ""
+        # The recording covers the whole call, the part after the AI left included (a queue agent,
+        # a conference the AI left, the time limit): where the AI's part ends is said, not cut.
+        started = _float(session.extra.get("recording_started_at"))
+        ai_until = round(session.ended_at - started, 3) if started and session.ended_at else None
         await self.svc.outbox.emit(
             "call.recording_ready",
             session.tenant_id,
@@ -506,6 +512,8 @@ class CallManager:
                 "duration_ms": int(ms) if ms.isdigit() else None,
                 "stereo": True,
                 "format": "audio/wav",
+                "covers": "call",
+                "ai_session_ended_offset_s": ai_until,
             },
         )
 
@@ -524,3 +532,10 @@ class CallManager:
                 "started_at": iso(session.started_at),
             },
         )
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
