@@ -80,3 +80,11 @@ freeswitch:
 
 test-freeswitch: $(STAMP)
 	FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) $(BIN)/pytest -m freeswitch tests/freeswitch $(PYTEST_ARGS)
+
+# The lab natively on loopback (scripts/lab.sh, docs/lab.md): the FreeSWITCH from `make freeswitch`
+# with freeswitch-conf/, Redis, `bridge run`, the demo agent, a key and the default voice agent;
+# prints how to call it (baresip, SIPp) and stops everything on Ctrl-C. LAB_CALL=1 places one call.
+.PHONY: lab
+
+lab: $(STAMP) espeak freeswitch-if-possible
+	FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) scripts/lab.sh
