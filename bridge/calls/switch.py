@@ -80,6 +80,12 @@ class Switch:
 
     async def record_start(self, uuid: str, path: str) -> None:
         await self.setvar(uuid, "RECORD_STEREO", "true")
+        # FreeSWITCH's recording bug holds back 25 frames by default (RECORD_PRE_BUFFER_FRAMES,
+        # switch_ivr_async.c): the file then lags the call by 0.5 s, so `uuid_record mask` (the
+        # recording_pause verb) silences the half second before the pause and writes the last
+        # half second of the paused stretch in clear, and the call's last 0.5 s is not in the file.
+        # Seen on 1.10.12 (tests/freeswitch/test_calls.py); 0 turns the pre-buffer off.
+        await self.setvar(uuid, "RECORD_PRE_BUFFER_FRAMES", "0")
         await self.api(command("uuid_record", word(uuid, "uuid"), "start", word(path, "recording path")))
 
     # ------------------------------------------------------------ audio fork
