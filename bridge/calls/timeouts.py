@@ -10,7 +10,6 @@ zset (bridge.store.due), so a restart does not lose them and one instance acts o
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -41,23 +40,12 @@ class SessionTimeouts:
 
     def start(self) -> None:
         if self.limit_s > 0:
-            self.svc.spawn(self._loop(), name="session-timeouts")
+            interval = min(1.0, max(0.05, self.limit_s / 20))
+            self.svc.spawn(self.due.serve(self.expire, interval, "session-timeouts"), name="session-timeouts")
 
     async def _schedule(self, call_id: str, agent: VoiceAgent, token: Any) -> None:
         if self.limit_s > 0:
             await self.due.schedule(call_id, time.time() + self.limit_s)
-
-    async def _loop(self) -> None:
-        interval = min(1.0, max(0.05, self.limit_s / 20))
-        while True:
-            try:
-                for call_id in await self.due.claim_due():
-                    await self.expire(call_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("session_timeout_loop_failed")
-            await asyncio.sleep(interval)
 
     async def expire(self, call_id: str) -> None:
         svc = self.svc

@@ -8,7 +8,6 @@ one instance (the one whose ZREM wins) sends each frame.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -34,7 +33,8 @@ class TokenRefresher:
 
     async def start(self) -> None:
         self.svc.calls.after_connect.append(self.schedule_first)
-        self.svc.spawn(self._loop(), name="token-refresh")
+        interval = min(1.0, max(0.05, self.svc.settings.token_refresh_at_s / 20))
+        self.svc.spawn(self.due.serve(self.refresh, interval, "token-refresh"), name="token-refresh")
 
     async def schedule_first(self, call_id: str, agent: VoiceAgent, token: CallbackToken) -> None:
         if agent.token_lifetime != "30min_with_refresh":
@@ -43,18 +43,6 @@ class TokenRefresher:
 
     async def schedule(self, call_id: str, at: float) -> None:
         await self.due.schedule(call_id, at)
-
-    async def _loop(self) -> None:
-        interval = min(1.0, max(0.05, self.svc.settings.token_refresh_at_s / 20))
-        while True:
-            try:
-                for call_id in await self.due.claim_due():
-                    await self.refresh(call_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("token_refresh_loop_failed")
-            await asyncio.sleep(interval)
 
     async def refresh(self, call_id: str) -> bool:
         """Mint and send a new token for a live session; schedule the next refresh."""
