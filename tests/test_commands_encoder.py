@@ -36,16 +36,10 @@ from bridge.sim.arguments import (
 )
 from bridge.verbs.call_control import dial_endpoint, transfer_dialplan
 from bridge.verbs.models import Transfer
+from tests.strategies import hostile_text
 
 UUID = "6f1c9a52-0d7e-4a53-9a55-2b8f3f1d1c11"
-# Every code point, surrogates included, with the characters FreeSWITCH reads weighted up.
-HOSTILE = st.text(
-    st.one_of(
-        st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF),
-        st.sampled_from(list("${}[]()',|^\\\" \n\r\t\x00=:;@/&!~%#*?+")),
-    ),
-    max_size=40,
-)
+HOSTILE = hostile_text(max_size=40)
 MANY = settings(max_examples=400, deadline=None)
 
 

@@ -17,20 +17,14 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from bridge.sim.arguments import parse_originate, parse_var_block, separate_string, split_command
 from tests.conftest import AgentServer, fast_settings
+from tests.strategies import hostile_text
 
 T = TypeVar("T")
 CALLER = "+14155550100"
-HOSTILE = st.text(
-    st.one_of(
-        st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF),
-        st.sampled_from(list("${}[]()',|^\\\" \n\r\t\x00=:;@/&!~%#*?+")),
-    ),
-    max_size=30,
-)
+HOSTILE = hostile_text(max_size=30)
 FIELDS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
