@@ -117,21 +117,27 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 
 def parse_frames(data: bytes) -> tuple[list[Frame], bytes]:
     """Split a byte buffer into complete frames; returns (frames, leftover)."""
-    frames: list[Frame] = []
+    spans, rest = split_frames(data)
+    return [frame for _, frame in spans], rest
+
+
+def split_frames(data: bytes) -> tuple[list[tuple[bytes, Frame]], bytes]:
+    """Complete frames in `data` with their exact bytes (captures keep them), and what is left
+    over. Blank lines between frames are skipped (they belong to no frame)."""
+    out: list[tuple[bytes, Frame]] = []
     pos = 0
     while True:
         while data.startswith(b"\n", pos):
             pos += 1
         end = data.find(b"\n\n", pos)
         if end < 0:
-            return frames, data[pos:]
+            return out, data[pos:]
         headers = parse_header_block(data[pos : end + 2])
-        length = _content_length(headers)
-        body_start = end + 2
-        if len(data) - body_start < length:
-            return frames, data[pos:]
-        frames.append(Frame(headers, data[body_start : body_start + length]))
-        pos = body_start + length
+        stop = end + 2 + _content_length(headers)
+        if len(data) < stop:
+            return out, data[pos:]
+        out.append((data[pos:stop], Frame(headers, data[end + 2 : stop])))
+        pos = stop
 
 
 def parse_event(frame: Frame) -> Event:

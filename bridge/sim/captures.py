@@ -50,7 +50,7 @@ from bridge.esl.protocol import (
     ProtocolError,
     encode_command,
     parse_event,
-    parse_header_block,
+    split_frames,
     url_encode,
 )
 
@@ -88,29 +88,6 @@ class Entry:
         if len(frames) != 1 or rest:
             raise ProtocolError(f"{self.marker()}: not exactly one frame")
         return frames[0][1]
-
-
-def split_frames(data: bytes) -> tuple[list[tuple[bytes, Frame]], bytes]:
-    """Complete frames in `data` with their exact bytes, and what is left over. Blank lines
-    between frames are skipped (they belong to no frame)."""
-    out: list[tuple[bytes, Frame]] = []
-    pos = 0
-    while True:
-        while data.startswith(b"\n", pos):
-            pos += 1
-        end = data.find(b"\n\n", pos)
-        if end < 0:
-            return out, data[pos:]
-        headers = parse_header_block(data[pos : end + 2])
-        try:
-            length = int(headers.get("Content-Length", "0").strip())
-        except ValueError as exc:
-            raise ProtocolError(f"bad Content-Length {headers.get('Content-Length')!r}") from exc
-        stop = end + 2 + length
-        if len(data) < stop:
-            return out, data[pos:]
-        out.append((data[pos:stop], Frame(headers, data[end + 2 : stop])))
-        pos = stop
 
 
 def kind_of(frame: Frame) -> str:
