@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -162,6 +162,50 @@ export class Sandbox {
     if (placed.state !== "in_progress") throw new Error(`the sandbox call did not go live: ${JSON.stringify(placed)}`);
     const metadata = await agent.metadata(placed.call_id);
     return { callId: placed.call_id, token: metadata.callback_token, metadata };
+  }
+
+  /**
+   * One `api` command straight to the switch simulator over its ESL port (the banner's
+   * "simulator" line), behind the bridge's back: how a test makes the switch refuse a command.
+   */
+  async eslApi(command) {
+    const m = /simulator\s*:\s*esl:\/\/:([^@]*)@127\.0\.0\.1:(\d+)/.exec(this.output);
+    if (!m) throw new Error("no simulator ESL address in the sandbox banner");
+    const [, password, port] = m;
+    const sock = connect(Number(port), "127.0.0.1");
+    let buf = "";
+    const replies = [];
+    let wake = () => {};
+    sock.setEncoding("utf8");
+    sock.on("data", (d) => {
+      buf += d;
+      for (;;) {
+        const end = buf.indexOf("\n\n");
+        if (end < 0) break;
+        const head = buf.slice(0, end);
+        const len = Number(/Content-Length: (\d+)/.exec(head)?.[1] ?? 0);
+        if (buf.length < end + 2 + len) break;
+        replies.push({ head, body: buf.slice(end + 2, end + 2 + len) });
+        buf = buf.slice(end + 2 + len);
+      }
+      wake();
+    });
+    const next = async (pred) => {
+      for (;;) {
+        const i = replies.findIndex(pred);
+        if (i >= 0) return replies.splice(i, 1)[0];
+        await new Promise((r) => (wake = r));
+      }
+    };
+    try {
+      await next((r) => r.head.includes("auth/request"));
+      sock.write(`auth ${password}\n\n`);
+      await next((r) => r.head.includes("command/reply"));
+      sock.write(`api ${command}\n\n`);
+      return (await next((r) => r.head.includes("api/response"))).body;
+    } finally {
+      sock.destroy();
+    }
   }
 
   /** The simulated channel (GET /sandbox/calls/{id}). */
