@@ -9,7 +9,8 @@ the demo agent. Used by `make lab` (scripts/lab.sh) and by the compose lab's one
 REDIS_URL (in its environment) is the Redis the bridge uses: `bridge keys create` writes there.
 It waits for the bridge's /healthz (Redis and FreeSWITCH up) first. Into --state-dir it writes
 `api-key` (mode 600), `lab.env` (BRIDGE_URL, API_KEY, VOICE_AGENT_ID, for `. lab.env`) and last
-`ready`, which the softphone containers wait for. Run again with the same state dir it reuses the
+`ready` (the voice agent's id). The softphone containers wait for lab.env and then for the lab
+to answer (docker/softphone/wait-lab.py). Run again with the same state dir it reuses the
 key and the agent while they still work (a persistent Redis), else it makes new ones.
 """
 

@@ -7,8 +7,8 @@
 #   LAB_SIP         the switch's lab profile (default 127.0.0.1:5080)
 #   LAB_DIAL        the number dialled (default 5551234: any number is an AI call, dialplan/lab.xml)
 #   LAB_CALL_S      how long the call lasts before the softphone hangs up (default 40)
-#   LAB_READY_FILE  wait (up to 300 s) for this file first (compose: /lab/ready, which
-#                   docker/lab_setup.py writes once the key and the default voice agent exist)
+#   LAB_STATE_DIR   wait (up to 300 s) for the lab first (compose: /lab, where docker/lab_setup.py
+#                   writes lab.env): the bridge healthy, the default voice agent set and listening
 #   SOFTPHONE_DIR   working directory: the caller's audio, baresip's config, what it heard
 #                   (default /var/lib/softphone)
 #   SIP_PORT / RTP_PORT   the softphone's own SIP and first RTP port (baresip 5062 / 10000,
@@ -29,14 +29,9 @@ WORK=${SOFTPHONE_DIR:-/var/lib/softphone}
 
 say() { echo "softphone($MODE): $*"; }
 
-if [ -n "${LAB_READY_FILE:-}" ]; then
-  say "waiting for $LAB_READY_FILE (the lab's key and default voice agent)"
-  i=0
-  while [ ! -f "$LAB_READY_FILE" ]; do
-    i=$((i + 1))
-    [ $i -le 300 ] || { say "no $LAB_READY_FILE after 300 s"; exit 1; }
-    sleep 1
-  done
+if [ -n "${LAB_STATE_DIR:-}" ]; then
+  say "waiting for the lab ($LAB_STATE_DIR/lab.env from docker/lab_setup.py, the bridge, the demo agent)"
+  python3 "$HERE/wait-lab.py" "$LAB_STATE_DIR/lab.env" 300
 fi
 
 mkdir -p "$WORK"
