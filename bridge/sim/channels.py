@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bridge.sim.events import Headers, SimEvent, channel_basic, channel_data
-from bridge.sim.recording import Recording
+from bridge.sim.recording import Recording, pre_buffer_frames
 
 if TYPE_CHECKING:
     from bridge.sim.audio_fork import AudioFork
@@ -577,6 +577,7 @@ class Channel:
             rate=int(rate) if rate.isdigit() and int(rate) in (8000, 16000, 32000, 48000) else self.rate,
             stereo=self.variables.get("RECORD_STEREO", "").lower() == "true",
             muted=self.mute["read"],
+            pre_buffer_frames=pre_buffer_frames(self.variables.get("RECORD_PRE_BUFFER_FRAMES")),
         )
         self.emit("RECORD_START", post=[("Record-File-Path", path)])
         self.add_bug(f"record:{path}", "session_record", path)
