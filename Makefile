@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean chromium espeak demo-agent
+.PHONY: run test lint bench install clean chromium espeak demo-agent test-typescript
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -49,9 +49,28 @@ chromium:
 # to get one, except under CI=true, where it fails.
 FREESWITCH_SRC ?= $(abspath ../shared/freeswitch-src)
 
-test: $(STAMP) chromium espeak freeswitch-if-possible
+test: $(STAMP) chromium espeak freeswitch-if-possible test-typescript
 	$(BIN)/ruff check bridge tests $(wildcard bench)
 	FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) $(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The TypeScript SDK (sdk/typescript): npm ci (typescript, pinned, is its only dev dependency
+# besides @types/node), npm pack (prepack builds with tsc; the tarball must carry dist/*.d.ts),
+# then node --test, whose tests spawn their own bridge sandboxes. make test runs it when node is
+# there; Debian's nodejs and npm are installed when root and missing; under CI=true they must be there.
+test-typescript: $(STAMP)
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+	  fi; \
+	fi; \
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$CI" = true ]; then echo "CI=true: node and npm are needed for sdk/typescript's tests"; exit 1; fi; \
+	  echo "node/npm missing and not root: sdk/typescript's tests skipped (apt-get install nodejs npm)"; exit 0; \
+	fi; \
+	cd sdk/typescript && npm ci --no-audit --no-fund && \
+	  pack=$$(mktemp -d) && npm pack --silent --pack-destination "$$pack" >/dev/null && \
+	  tar -tzf "$$pack"/yotel-bridge-*.tgz | grep -qx 'package/dist/index.d.ts' && rm -rf "$$pack" && \
+	  node --test test/*.test.mjs
 
 freeswitch-if-possible:
 	@if [ -d "$(FREESWITCH_SRC)" ]; then \
