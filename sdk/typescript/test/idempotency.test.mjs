@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, test } from "node:test";
 
+import { randomUUID } from "node:crypto";
+
 import { AISessionTerminated, ConflictError } from "../dist/index.js";
 import { startAll } from "./helpers/sandbox.mjs";
 
@@ -33,7 +35,7 @@ function count(commands, prefix) {
 
 test("the same key twice: the stored answer, Idempotent-Replayed: true, one uuid_hold", async () => {
   const call = await sandbox.startCall(agent);
-  const key = crypto.randomUUID();
+  const key = randomUUID();
   const first = await ai.controlResponse(call.callId, { event: "hold" }, { callbackToken: call.token, idempotencyKey: key });
   const again = await ai.controlResponse(call.callId, { event: "hold" }, { callbackToken: call.token, idempotencyKey: key });
   assert.equal(first.status, 200);
@@ -47,7 +49,7 @@ test("the same key twice: the stored answer, Idempotent-Replayed: true, one uuid
 
 test("the typed methods take idempotencyKey: a replayed hold is not already_held", async () => {
   const call = await sandbox.startCall(agent);
-  const key = crypto.randomUUID();
+  const key = randomUUID();
   const a = await ai.hold(call.callId, { callbackToken: call.token, idempotencyKey: key });
   const b = await ai.hold(call.callId, { callbackToken: call.token, idempotencyKey: key });
   assert.deepEqual(b, a);
@@ -57,7 +59,7 @@ test("the typed methods take idempotencyKey: a replayed hold is not already_held
 
 test("transfer: the replay answers the cached 200, a new key is AISessionTerminated", async () => {
   const call = await sandbox.startCall(agent);
-  const key = crypto.randomUUID();
+  const key = randomUUID();
   const body = { destination_type: "agent_queue", destination: "tier1", callbackToken: call.token, idempotencyKey: key };
   const first = await ai.transfer(call.callId, body);
   const replay = await ai.transfer(call.callId, body);
@@ -67,7 +69,7 @@ test("transfer: the replay answers the cached 200, a new key is AISessionTermina
 
 test("the same key with another body is a ValidationError (422 idempotency_key_reused)", async () => {
   const call = await sandbox.startCall(agent);
-  const key = crypto.randomUUID();
+  const key = randomUUID();
   await ai.sendDtmf(call.callId, { digits: "1", callbackToken: call.token, idempotencyKey: key });
   await assert.rejects(ai.sendDtmf(call.callId, { digits: "2", callbackToken: call.token, idempotencyKey: key }), {
     name: "ValidationError",

@@ -79,6 +79,10 @@ export class Sandbox {
     this.proc.stdout.on("data", keep);
     this.proc.stderr.on("data", keep);
     this.exited = new Promise((resolve) => this.proc.once("exit", (code, signal) => resolve({ code, signal })));
+    // A test process that dies without after() must not leave its sandbox running.
+    const orphan = () => this.proc.kill("SIGTERM");
+    process.once("exit", orphan);
+    this.exited.then(() => process.removeListener("exit", orphan));
     const up = this.waitForBanner();
     const died = this.exited.then(({ code, signal }) => {
       throw new Error(`bridge sandbox exited (${code ?? signal}) before it was up:\n${this.output.slice(-4000)}`);
