@@ -107,3 +107,15 @@ test-freeswitch: $(STAMP)
 
 lab: $(STAMP) espeak freeswitch-if-possible
 	FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) scripts/lab.sh
+
+# Fresh ESL captures from the real switch (tests/freeswitch/test_captures.py, which also compares
+# them with the simulator) into CAPTURES_DIR, in ../shared/esl-captures' format and file names, with
+# the host's name and addresses sanitized the same way: diff -r $(CAPTURES_DIR) ../shared/esl-captures
+CAPTURES_DIR ?= var/captures
+.PHONY: captures
+
+captures: $(STAMP)
+	mkdir -p $(CAPTURES_DIR)
+	CAPTURES_OUT=$(abspath $(CAPTURES_DIR)) FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) \
+	  $(BIN)/pytest -m freeswitch tests/freeswitch/test_captures.py $(PYTEST_ARGS)
+	@echo "fresh captures in $(CAPTURES_DIR): diff them with ../shared/esl-captures"
