@@ -41,7 +41,9 @@ def _answer(request: httpx.Request) -> httpx.Response:
     if path.startswith("/api/v1/voice-agents") and path != "/api/v1/voice-agents/default":
         if request.method == "DELETE":
             return httpx.Response(204)
-        body: Any = [VOICE_AGENT] if request.method == "GET" and path == "/api/v1/voice-agents" else VOICE_AGENT
+        body: Any = (
+            [VOICE_AGENT] if request.method == "GET" and path == "/api/v1/voice-agents" else VOICE_AGENT
+        )
         return httpx.Response(200, json=body)
     if path.endswith("leads:bulk"):
         return httpx.Response(200, json=BULK)
@@ -50,7 +52,9 @@ def _answer(request: httpx.Request) -> httpx.Response:
     if path.startswith("/api/v1/campaigns"):
         if request.method == "DELETE":
             return httpx.Response(204)
-        return httpx.Response(200, json=[CAMPAIGN] if path == "/api/v1/campaigns" and request.method == "GET" else CAMPAIGN)
+        return httpx.Response(
+            200, json=[CAMPAIGN] if path == "/api/v1/campaigns" and request.method == "GET" else CAMPAIGN
+        )
     if path.endswith("/recording/audio"):
         return httpx.Response(200, content=b"RIFF")
     if path == "/api/v1/voice-agents/default":
@@ -63,7 +67,7 @@ def requests(specs: list[list[Any]]) -> list[dict[str, Any]]:
     for resource, method, args, kwargs in specs:
         seen: list[httpx.Request] = []
 
-        def handler(request: httpx.Request) -> httpx.Response:
+        def handler(request: httpx.Request, seen: list[httpx.Request] = seen) -> httpx.Response:
             seen.append(request)
             return _answer(request)
 
@@ -107,7 +111,7 @@ def verdicts(cases: list[dict[str, Any]]) -> list[str]:
             out.append("ok")
         except InvalidSignature as exc:
             out.append(exc.reason)
-        except Exception as exc:  # noqa: BLE001 - the verdict is the exception's type
+        except Exception as exc:
             out.append(f"error:{type(exc).__name__}")
     return out
 

@@ -3,7 +3,8 @@ official SDK (yotel.webhook.verify). Writes JSON to stdout; test/vectors/webhook
 this script's output, and test/webhook-vectors.test.mjs checks the TypeScript verifier gives the
 same verdict on every vector (and that the committed file is still what this script prints).
 
-    .venv/bin/python sdk/typescript/test/python/webhook_vectors.py > sdk/typescript/test/vectors/webhook-vectors.json
+    cd sdk/typescript
+    ../../.venv/bin/python test/python/webhook_vectors.py > test/vectors/webhook-vectors.json
 
 `expected` is "ok", the InvalidSignature reason, or "error:<ExceptionType>" where the SDK raises
 something else (a non-ASCII signature token makes hmac.compare_digest raise TypeError).
@@ -43,15 +44,25 @@ def cases() -> list[dict[str, Any]]:
     good = sign(SECRET, NOW, BODY)
     out: list[dict[str, Any]] = []
 
-    def case(name: str, hdrs: dict[str, Any], *, body: bytes = BODY, secret: str = SECRET, now: int = NOW) -> None:
+    def case(
+        name: str, hdrs: dict[str, Any], *, body: bytes = BODY, secret: str = SECRET, now: int = NOW
+    ) -> None:
         out.append({"name": name, "body": body, "headers": hdrs, "secret": secret, "now": now})
 
     case("valid", headers(good, str(NOW)))
     case("lower-case header names", {"x-yotel-signature": good, "x-yotel-timestamp": str(NOW)})
     case("upper-case header names", {"X-YOTEL-SIGNATURE": good, "X-YOTEL-TIMESTAMP": str(NOW)})
     case("rotation header, new secret", headers(signature_header([OLD, SECRET], NOW, BODY), str(NOW)))
-    case("rotation header, old secret", headers(signature_header([OLD, SECRET], NOW, BODY), str(NOW)), secret=OLD)
-    case("rotation header, neither secret", headers(signature_header([OLD, SECRET], NOW, BODY), str(NOW)), secret="whsec_x")
+    case(
+        "rotation header, old secret",
+        headers(signature_header([OLD, SECRET], NOW, BODY), str(NOW)),
+        secret=OLD,
+    )
+    case(
+        "rotation header, neither secret",
+        headers(signature_header([OLD, SECRET], NOW, BODY), str(NOW)),
+        secret="whsec_x",
+    )
     case("wrong secret", headers(good, str(NOW)), secret="whsec_wrong")
     case("tampered body", headers(good, str(NOW)), body=BODY.replace(b"NORMAL_CLEARING", b"USER_BUSY"))
     case("body with a trailing newline", headers(good, str(NOW)), body=BODY + b"\n")
@@ -90,16 +101,29 @@ def cases() -> list[dict[str, Any]]:
     case("timestamp as a float", headers(good, f"{NOW}.0"))
     case("timestamp in exponent form", headers(good, "1.777646228e9"))
     case("timestamp in hex", headers(good, hex(NOW)))
-    case("fullwidth-digit timestamp", headers(good, str(NOW).translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789"})))
-    case("Arabic-Indic-digit timestamp", headers(good, str(NOW).translate({ord(c): ord(c) - 0x30 + 0x660 for c in "0123456789"})))
+    case(
+        "fullwidth-digit timestamp",
+        headers(good, str(NOW).translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789"})),
+    )
+    case(
+        "Arabic-Indic-digit timestamp",
+        headers(good, str(NOW).translate({ord(c): ord(c) - 0x30 + 0x660 for c in "0123456789"})),
+    )
     case("no-break space before the timestamp", headers(good, f"\u00a0{NOW}"))
     case("U+001C before the timestamp", headers(good, f"\x1c{NOW}"))
     case("superscript digit in the timestamp", headers(good, f"{NOW}\u00b2"))
     case("timestamp as a JSON number", headers(good, NOW))
-    case("a later header of the same name wins", {"X-Yotel-Signature": "sha256=00", "x-yotel-signature": good, "X-Yotel-Timestamp": str(NOW)})
+    case(
+        "a later header of the same name wins",
+        {"X-Yotel-Signature": "sha256=00", "x-yotel-signature": good, "X-Yotel-Timestamp": str(NOW)},
+    )
     case("binary body", headers(sign(SECRET, NOW, bytes(range(256))), str(NOW)), body=bytes(range(256)))
     case("empty body", headers(sign(SECRET, NOW, b""), str(NOW)), body=b"")
-    case("non-ASCII secret", headers(sign("whsec_\u00fcn\u00efcode", NOW, BODY), str(NOW)), secret="whsec_\u00fcn\u00efcode")
+    case(
+        "non-ASCII secret",
+        headers(sign("whsec_\u00fcn\u00efcode", NOW, BODY), str(NOW)),
+        secret="whsec_\u00fcn\u00efcode",
+    )
     case("empty secret", headers(sign("", NOW, BODY), str(NOW)), secret="")
     case("timestamp of 5000 digits", headers(good, "1" * 5000))
     return out
@@ -111,7 +135,7 @@ def verdict(c: dict[str, Any]) -> str:
         return "ok"
     except InvalidSignature as exc:
         return exc.reason
-    except Exception as exc:  # noqa: BLE001 - the verdict is the exception's type
+    except Exception as exc:
         return f"error:{type(exc).__name__}"
 
 
