@@ -21,6 +21,7 @@ import {
   type RawRequest,
   type RequestOptions,
 } from "./http.js";
+import { OPERATIONS } from "./types.js";
 import type {
   BulkLeadsAnswer,
   CallCreate,
@@ -407,7 +408,8 @@ export class Recordings {
   }
 
   private audio(callId: string, options: RequestOptions): Promise<Response> {
-    const req: RawRequest = { method: "GET", path: `/api/v1/calls/${encodeURIComponent(callId)}/recording/audio` };
+    const id = "get_calls_call_id_recording_audio";
+    const req: RawRequest = { method: OPERATIONS[id].method, path: this.t.pathOf(id, { call_id: callId }) };
     return this.t.sendRaw(req, options);
   }
 

@@ -123,6 +123,16 @@ export class Transport {
     return url;
   }
 
+  /** An operation's path with its parameters filled in (URL-encoded). */
+  pathOf<K extends OperationId>(id: K, params?: Operations[K]["pathParams"]): string {
+    const given = (params ?? {}) as Record<string, unknown>;
+    return OPERATIONS[id].path.replace(/\{([^}]+)\}/g, (_m, name: string) => {
+      const value = given[name];
+      if (value === undefined || value === null || value === "") throw new TypeError(`${id}: missing path parameter ${name}`);
+      return encodeURIComponent(String(value));
+    });
+  }
+
   /** An operation of the OpenAPI document by its operationId, typed by it. */
   async op<K extends OperationId>(id: K, args: OperationArgs<K> = {}, options: RequestOptions = {}): Promise<Success<K>> {
     const res = await this.opResponse(id, args, options);
@@ -134,14 +144,7 @@ export class Transport {
     args: OperationArgs<K> = {},
     options: RequestOptions = {},
   ): Promise<ApiResponse<Success<K>>> {
-    const { method, path } = OPERATIONS[id];
-    const params = (args.path ?? {}) as Record<string, string>;
-    const filled = path.replace(/\{([^}]+)\}/g, (_m, name: string) => {
-      const value = params[name];
-      if (value === undefined || value === null || value === "") throw new TypeError(`${id}: missing path parameter ${name}`);
-      return encodeURIComponent(String(value));
-    });
-    const raw: RawRequest = { method, path: filled };
+    const raw: RawRequest = { method: OPERATIONS[id].method, path: this.pathOf(id, args.path) };
     if (args.query) raw.query = args.query as Query;
     if (args.body !== undefined) raw.body = args.body;
     if (args.headers) raw.headers = args.headers;
