@@ -304,3 +304,19 @@ async def test_the_callers_bye_ends_the_session_with_signed_webhooks(lab: Lab):
         assert await caller.wait(10) == 0
         byes = [m for m in caller.messages() if m.method == "BYE"]
         assert [m.direction for m in byes] == ["sent"]  # the caller hung up, not the switch
+
+
+async def test_the_ai_hangs_up(lab: Lab):
+    call = await lab.call()
+    await lab.ai(call, "hangup")
+    done = await lab.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == call.call_id)
+    assert done.get("Hangup-Cause") == "NORMAL_CLEARING"
+    session = await lab.session(call)
+    assert (session.outcome, session.reason) == ("hangup", "ai_hangup")
+    await lab.agent.wait_for(lambda: lab.agent.connection(call.call_id).closed)
+    if is_real(lab):
+        caller = lab.caller(call)
+        assert await caller.wait(10) == 0
+        assert [m.direction for m in caller.messages() if m.method == "BYE"] == [
+            "received"
+        ]  # from the switch
