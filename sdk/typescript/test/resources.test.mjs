@@ -7,7 +7,7 @@ import path from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 
 import { NotFoundError, ValidationError } from "../dist/index.js";
-import { CALLER, DIALED, startAll, waitUntil } from "./helpers/sandbox.mjs";
+import { CALLER, DIALED, sleep, startAll, waitUntil } from "./helpers/sandbox.mjs";
 
 let env;
 let sandbox;
@@ -109,6 +109,7 @@ describe("calls and recordings", () => {
 
   test("a finished call's recording: signed URL, bytes, download", async () => {
     const live = await sandbox.startCall(agent);
+    await sleep(600); // some audio in the file, not just its header
     await client.aiSessions.hangup(live.callId, { callbackToken: live.token });
     const info = await waitUntil(
       async () => {
@@ -124,7 +125,7 @@ describe("calls and recordings", () => {
     assert.equal(info.call_id, live.callId);
     assert.equal(info.format, "audio/wav");
     assert.equal(info.stereo, true);
-    assert.ok(info.size_bytes > 44);
+    assert.ok(info.size_bytes > 44, `${info.size_bytes} bytes, ${info.duration_ms} ms`);
     const bytes = await client.recordings.fetchBytes(live.callId);
     assert.equal(bytes.length, info.size_bytes);
     assert.equal(Buffer.from(bytes.subarray(0, 4)).toString("latin1"), "RIFF");
