@@ -158,6 +158,43 @@ async def test_conference_list_header_has_the_profile_rate_and_the_real_flags(si
     assert json.loads(await esl.api("conference lab json_list"))[0]["rate"] == 16000
 
 
+async def test_originated_members_are_listed_by_their_flipped_caller_id(sim, esl):
+    """Seen in the real-switch tier (tests/freeswitch/test_conference.py): a leg the switch
+    originates is listed as its callee, "Outbound Call" <its number>, whatever
+    origination_caller_id_name said. switch_ivr_originate.c:2971 makes every leg's callee
+    "Outbound Call" <switch_sanitize_number(its dial string)>, and switch_channel_flip_cid
+    (switch_channel.c:3236) swaps it in on answer. Real 1.10.12, conference_add through the pstn
+    gateway and conference_start's loopback/bridge_ai_leg/lab leg:
+    3;sofia/lab/+15557654321;<uuid>;Outbound Call;+15557654321;hear|speak;0;0;100
+    1;loopback/bridge_ai_leg-a;<uuid>;Outbound Call;lab;hear|speak;0;0;100
+    and the AI leg's add-member: Caller-Caller-ID-Name: Outbound Call, -Number: lab,
+    Caller-Callee-ID-Name: ai_agent, -Number: 0000000000, variable_pre_transfer_caller_id_name:
+    ai_agent. (The simulator used to list them as "+15557654321;+15557654321" and
+    "bridge_ai_leg;bridge_ai_leg".)"""
+    ai = await esl.api(
+        "originate {origination_caller_id_name=ai_agent}loopback/bridge_ai_leg/lab &conference(lab@default)"
+    )
+    number = await esl.api("originate sofia/gateway/pstn/+15557654321 &conference(lab@default)")
+    await esl.wait_for(lambda: len([e for e in esl.events if e.get("Action") == "add-member"]) == 2)
+    listed = {
+        line.split(";")[2]: line.split(";") for line in (await esl.api("conference lab list")).splitlines()
+    }
+    ai_uuid, number_uuid = ai.removeprefix("+OK ").strip(), number.removeprefix("+OK ").strip()
+    assert listed[ai_uuid][1] == "loopback/bridge_ai_leg-a"
+    assert listed[ai_uuid][3:5] == ["Outbound Call", "lab"]
+    assert listed[number_uuid][3:5] == ["Outbound Call", "+15557654321"]
+    joined = next(e for e in esl.events if e.get("Action") == "add-member" and e.unique_id == number_uuid)
+    assert (joined.get("Caller-Caller-ID-Name"), joined.get("Caller-Caller-ID-Number")) == (
+        "Outbound Call",
+        "+15557654321",
+    )
+    # the caller id it was given is the callee now, and kept as pre_transfer_caller_id_name
+    assert joined.get("Caller-Callee-ID-Number") == "0000000000"
+    ai_joined = next(e for e in esl.events if e.get("Action") == "add-member" and e.unique_id == ai_uuid)
+    assert ai_joined.get("Caller-Callee-ID-Name") == "ai_agent"
+    assert ai_joined.var("pre_transfer_caller_id_name") == "ai_agent"
+
+
 def test_the_simulated_profiles_have_the_rate_of_freeswitch_conf():
     for profile in ET.parse(CONF_XML).getroot().iter("profile"):
         params = {p.get("name"): p.get("value") for p in profile.iter("param")}

@@ -490,14 +490,18 @@ class Channel:
         return True
 
     def flip_cid(self) -> None:
-        """switch_channel_flip_cid on an answered outbound leg: caller id becomes the callee."""
+        """switch_channel_flip_cid (switch_channel.c:3236) on an answered outbound leg: the caller
+        id becomes the callee's ("Outbound Call" <number> unless the far end named itself), the
+        callee the old caller id."""
         assert self.profile is not None
         p = self.profile
         old_name, old_number = p.caller_id_name, p.caller_id_number
-        p.caller_id_name = p.destination_number
-        p.caller_id_number = p.destination_number
-        p.callee_id_name = old_name
-        p.callee_id_number = old_number
+        if p.callee_id_name:
+            self.variables["pre_transfer_caller_id_name"] = old_name or ""
+            p.caller_id_name, p.callee_id_name = p.callee_id_name, old_name
+        if p.callee_id_number:
+            self.variables["pre_transfer_caller_id_number"] = old_number or ""
+            p.caller_id_number, p.callee_id_number = p.callee_id_number, old_number
         self.hit_dialplan = True
         self.variables["channel_cid_flipped"] = "yes"
         self.emit("CALL_UPDATE", pre=[("Direction", "RECV")])

@@ -50,6 +50,26 @@ def channel_name_for(endpoint: str) -> tuple[str, str]:
     return endpoint, parts[-1].split("@")[0] if parts else endpoint
 
 
+def sanitize_number(number: str) -> str:
+    """switch_sanitize_number (switch_utils.h:736): a dial string's user part, what
+    switch_ivr_originate makes a leg's callee_id_number ("bridge_ai_leg/lab" -> "lab")."""
+    if not any(c in number for c in "/:@"):
+        return number
+    number = number.split("@", 1)[0]
+    for warp in "/:":
+        number = number.rpartition(warp)[2]
+    return number
+
+
+def far_end_identifies(endpoint: str) -> bool:
+    """Whether the far end's answer names it (sofia_update_callee_id, sofia.c:1207: its
+    P-Asserted-Identity or Remote-Party-ID): a phone does (capture 06: the far end answered as
+    "5000" <5000>); a carrier through a gateway gives no display name (the lab's real gateway far
+    end: the leg kept "Outbound Call"); a loopback leg has no SIP at all."""
+    parts = endpoint.split("/")
+    return parts[0] == "user" or (parts[0] == "sofia" and len(parts) > 1 and parts[1] != "gateway")
+
+
 def _error_endpoint(endpoint: str) -> str | None:
     m = re.match(r"^error/(\w+)", endpoint)
     return str2cause(m.group(1)) if m else None
@@ -92,8 +112,9 @@ async def dial(
         caller_id_number=cid_num,
         orig_caller_id_name=cid_name,
         orig_caller_id_number=cid_num,
+        # switch_ivr_originate.c:2971: every leg's callee starts as "Outbound Call" <its number>
         callee_id_name="Outbound Call",
-        callee_id_number=dest,
+        callee_id_number=sanitize_number(endpoint.partition("/")[2]),
         ani=cid_num,
         destination_number=dest,
         dialplan=None,
@@ -157,6 +178,8 @@ async def dial(
         await ch.destroyed.wait()
         return DialResult(ch, cause)
     ch.profile.network_addr = "127.0.0.1"
+    if far_end_identifies(endpoint):
+        ch.profile.callee_id_name = ch.profile.callee_id_number
     ch.answer()
     ch.flip_cid()
     return DialResult(ch, None)
