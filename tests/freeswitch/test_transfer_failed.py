@@ -7,7 +7,7 @@ On the real switch the far end is the lab's SIPp UAS (486 Busy Here, or 180 Ring
 switch CANCELs, or 200 OK); on the simulator SwitchSimulator.set_originate_outcome makes the
 number busy, unanswered or answered. Same test code, ids "sim" and "freeswitch".
 
-    .venv/bin/pytest "tests/freeswitch/test_transfer_failed.py" -k freeswitch
+    .venv/bin/pytest -m freeswitch tests/freeswitch/test_transfer_failed.py   # the real switch only
 """
 
 from __future__ import annotations
