@@ -86,9 +86,13 @@ async def test_the_fork_sends_metadata_then_16k_mono_frames(
     assert ws.protocol == SUBPROTOCOL
     assert "Authorization" not in ws.headers  # a stock mod_audio_fork sends none (freeswitch-conf/README.md)
     assert ws.texts[0] == metadata
-    sizes = {size for _, size in ws.binary}
-    assert sizes == {640}, sizes
+    # 640-byte frames (20 ms of 16 kHz mono L16). On a loaded machine the module's send loop
+    # sometimes finds two frames buffered and writes them as one message (1280 bytes, seen in a
+    # CI-style run), so the rate is judged in audio, not in messages.
+    sizes = [size for _, size in ws.binary]
+    assert sizes and all(size % 640 == 0 for size in sizes), set(sizes)
+    assert sizes.count(640) >= 0.9 * len(sizes), sizes
     times = [t for t, _ in ws.binary]
-    rate = (len(times) - 1) / (times[-1] - times[0])
+    rate = (sum(sizes[1:]) / 640) / (times[-1] - times[0])
     assert 40 <= rate <= 60, rate
     assert FreeSwitch.severe_lines(freeswitch.log_text()[before:]) == []
