@@ -92,7 +92,7 @@ async def test_a_failed_transfer_gives_the_caller_back_to_the_ai(lab: Lab, mode:
     failure = {"destination_type": "e164", "destination": NUMBER, "hangup_cause": cause}
     assert meta["transfer_failed"] == failure
     assert meta["callback_token"] != call.token and meta["call_id"] == call.call_id
-    assert forks[0].closed  # the first fork was stopped before the caller left the AI
+    await lab.agent.wait_for(lambda: forks[0].closed)  # stopped before the caller left the AI
     if mode == "noanswer":
         # It rang for the ring timeout, no more (the switch CANCELled it). FreeSWITCH counts
         # originate_timeout in whole seconds of its clock: the CANCEL came 1.7 to 2.0 s after the
