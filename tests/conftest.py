@@ -183,6 +183,20 @@ class AgentServer:
 
 
 @pytest.fixture
+async def receiver() -> AsyncIterator[Any]:
+    """A customer's webhook endpoint (tests/webhook_receiver.Receiver), not subscribed to anything;
+    modules that want one subscribed through the API define their own `receiver`."""
+    from tests.webhook_receiver import Receiver  # it imports tests.helpers, which imports this module
+
+    rec = Receiver()
+    await rec.start()
+    try:
+        yield rec
+    finally:
+        await rec.stop()
+
+
+@pytest.fixture
 async def agent_server() -> AsyncIterator[AgentServer]:
     server = AgentServer()
     await server.start()

@@ -25,16 +25,6 @@ from tests.webhook_receiver import Received, Receiver, statuses
 BASE = "/api/v1/webhooks"
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    await rec.start()
-    try:
-        yield rec
-    finally:
-        await rec.stop()
-
-
 async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
