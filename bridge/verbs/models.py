@@ -15,9 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from bridge.calls.commands import UnsafeValue, url
-from bridge.ids import CampaignId, LeadId, VoiceAgentId
-
-__all__ = ["CampaignId", "LeadId", "VoiceAgentId"]
+from bridge.ids import VoiceAgentId
 
 E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")  # [0-9]: \d would match other scripts' digits too
 # No ',' (bridge rings every comma-separated endpoint at once), '/' (a second dial string such as

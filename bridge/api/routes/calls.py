@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bridge.api.auth import require_key
 from bridge.api.errors import ApiError, read_json_object, validation_error
 from bridge.calls.originate import originate_ai_call
+from bridge.ids import CampaignId, LeadId, VoiceAgentId
 from bridge.services import services_of
-from bridge.verbs.models import CampaignId, LeadId, VoiceAgentId
 
 E164 = r"^\+[1-9][0-9]{1,14}$"
 

@@ -19,8 +19,8 @@ from bridge.api.errors import ApiError, read_json_object, validation_error
 from bridge.calls.manager import VAR_CAMPAIGN, VAR_LEAD, VAR_TENANT, VAR_VOICE_AGENT
 from bridge.calls.originate import require_references
 from bridge.calls.sessions import Session
+from bridge.ids import CampaignId, LeadId, VoiceAgentId
 from bridge.services import Services, services_of
-from bridge.verbs.models import CampaignId, LeadId, VoiceAgentId
 
 if TYPE_CHECKING:
     from bridge.sim.server import SwitchSimulator
