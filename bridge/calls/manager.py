@@ -500,8 +500,8 @@ class CallManager:
         ms = event.var("record_ms") or ""
         # The recording covers the whole call, the part after the AI left included (a queue agent,
         # a conference the AI left, the time limit): where the AI's part ends is said, not cut.
-        started = _float(session.extra.get("recording_started_at"))
-        ai_until = round(session.ended_at - started, 3) if started and session.ended_at else None
+        started, ended = session.recording_started_at, session.ended_at
+        ai_until = round(ended - started, 3) if started and ended else None
         await self.svc.outbox.emit(
             "call.recording_ready",
             session.tenant_id,
@@ -532,10 +532,3 @@ class CallManager:
                 "started_at": iso(session.started_at),
             },
         )
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

@@ -73,6 +73,7 @@ class Session:
     muted_agent: bool = False
     recording_path: str | None = None
     recording_state: str = "off"  # off | recording | paused | stopped
+    recording_started_at: float | None = None
     conference_id: str | None = None
     disposition: str | None = None
     notes: str | None = None
@@ -104,7 +105,8 @@ class Session:
             "call_id", "tenant_id", "direction", "from", "to", "voice_agent_id", "campaign_id",
             "lead_id", "ws_url", "subprotocol", "token_lifetime", "state", "outcome", "reason",
             "started_at", "answered_at", "ended_at", "hangup_cause", "held", "muted_caller",
-            "muted_agent", "recording_path", "recording_state", "conference_id", "disposition",
+            "muted_agent", "recording_path", "recording_state", "recording_started_at", "conference_id",
+            "disposition",
             "notes", "transfer", "fork_connected",
         }  # fmt: skip
         return cls(
@@ -131,6 +133,7 @@ class Session:
             muted_agent=_b(raw, "muted_agent"),
             recording_path=raw.get("recording_path") or None,
             recording_state=raw.get("recording_state") or "off",
+            recording_started_at=_f(raw, "recording_started_at"),
             conference_id=raw.get("conference_id") or None,
             disposition=raw.get("disposition") or None,
             notes=raw.get("notes") or None,
