@@ -187,7 +187,7 @@ class Stats:
 
 
 async def raw_esl(box: Sandbox, call_id: str, n: int) -> Stats:
-    esl = box.runtime.services.esl  # type: ignore[union-attr]
+    esl = box.runtime.services.switches.default.esl  # type: ignore[union-attr]
     assert esl is not None
     for _ in range(200):
         await esl.api(f"uuid_exists {call_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,24 +40,54 @@ class EslTarget:
     host: str
     port: int
     password: str
+    # The box's name (the URL's #fragment, else HOST:PORT): sessions, leases and metrics carry it.
+    box: str = ""
+
+
+# A box name ends up in Redis keys, session hashes and metric labels: keep it plain.
+_BOX_NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def parse_esl_url(url: str) -> EslTarget:
-    """`esl://:PASSWORD@HOST:PORT` -> EslTarget. The user part is ignored (inbound ESL has none)."""
-    parts = urlsplit(url)
+    """`esl://:PASSWORD@HOST:PORT[#NAME]` -> EslTarget. The user part is ignored (inbound ESL has
+    none); NAME (default HOST:PORT) names the box."""
+    parts = urlsplit(url.strip())
     if parts.scheme != "esl":
-        raise ValueError(f"BRIDGE_ESL_URL must start with esl://, got {url!r}")
-    return EslTarget(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 8021,
-        password=parts.password or "ClueCon",
-    )
+        raise ValueError(f"an ESL URL must start with esl://, got {url!r}")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 8021
+    box = parts.fragment or f"{host}:{port}"
+    if not _BOX_NAME.fullmatch(box):
+        raise ValueError(f"switch name {box!r}: use 1-64 of A-Z a-z 0-9 . _ : -")
+    return EslTarget(host=host, port=port, password=parts.password or "ClueCon", box=box)
+
+
+def parse_switches(esl_url: str, switches_file: str = "") -> tuple[EslTarget, ...]:
+    """Every FreeSWITCH box this bridge drives: BRIDGE_SWITCHES (a file, one `esl://` URL per line,
+    `#` comments) when set, else BRIDGE_ESL_URL, which may list several URLs separated by commas
+    or spaces. Names must be unique."""
+    if switches_file:
+        lines = Path(switches_file).read_text().splitlines()
+        urls = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    else:
+        urls = [u for u in re.split(r"[,\s]+", esl_url) if u]
+    if not urls:
+        raise ValueError("no FreeSWITCH box configured (BRIDGE_ESL_URL or BRIDGE_SWITCHES)")
+    targets = tuple(parse_esl_url(u) for u in urls)
+    names = [t.box for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"switch names must be unique, got {names}")
+    return targets
 
 
 @dataclass(frozen=True)
 class Settings:
     # Where things live
     esl_url: str = "esl://:ClueCon@127.0.0.1:8021"
+    # A file listing the boxes (one esl:// URL per line); overrides esl_url (docs/scaling.md).
+    switches_file: str = ""
+    # How long a bridge's claim on a box's events lasts unless renewed (docs/scaling.md).
+    box_lease_s: float = 3.0
     redis_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -97,6 +128,11 @@ class Settings:
     webhook_retry_schedule_s: tuple[float, ...] = (5, 30, 180, 900, 3600, 21600)
     webhook_allow_loopback_http: bool = False
     webhook_secret_grace_s: int = 86400
+    # A bridge that dies leaves events it read but did not fan out, and deliveries it was sending:
+    # another bridge takes the first over after this long, the second once their lease (the
+    # HTTP timeout plus this margin) has run out (docs/scaling.md).
+    webhook_claim_idle_s: float = 30.0
+    webhook_lease_margin_s: float = 30.0
 
     # Scheduler
     scheduler_interval_s: float = 1.0
@@ -112,6 +148,8 @@ class Settings:
         d = cls()
         return cls(
             esl_url=_env("BRIDGE_ESL_URL", d.esl_url),
+            switches_file=_env("BRIDGE_SWITCHES", d.switches_file),
+            box_lease_s=_env_float("BRIDGE_BOX_LEASE_S", d.box_lease_s),
             redis_url=os.environ.get("REDIS_URL") or None,
             http_host=_env("BRIDGE_HOST", d.http_host),
             http_port=_env_int("BRIDGE_PORT", d.http_port),
@@ -149,6 +187,8 @@ class Settings:
                 "BRIDGE_WEBHOOK_ALLOW_LOOPBACK_HTTP", d.webhook_allow_loopback_http
             ),
             webhook_secret_grace_s=_env_int("BRIDGE_WEBHOOK_SECRET_GRACE_S", d.webhook_secret_grace_s),
+            webhook_claim_idle_s=_env_float("BRIDGE_WEBHOOK_CLAIM_IDLE_S", d.webhook_claim_idle_s),
+            webhook_lease_margin_s=_env_float("BRIDGE_WEBHOOK_LEASE_MARGIN_S", d.webhook_lease_margin_s),
             scheduler_interval_s=_env_float("BRIDGE_SCHEDULER_INTERVAL_S", d.scheduler_interval_s),
             recording_url_secret=_env("BRIDGE_RECORDING_URL_SECRET", d.recording_url_secret),
             recording_url_ttl_s=_env_int("BRIDGE_RECORDING_URL_TTL_S", d.recording_url_ttl_s),
@@ -156,7 +196,12 @@ class Settings:
 
     @property
     def esl(self) -> EslTarget:
-        return parse_esl_url(self.esl_url)
+        """The first box (the only one in a one-box deployment)."""
+        return self.switches[0]
+
+    @property
+    def switches(self) -> tuple[EslTarget, ...]:
+        return parse_switches(self.esl_url, self.switches_file)
 
     def with_(self, **changes: object) -> Settings:
         known = {f.name for f in fields(self)}

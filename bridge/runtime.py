@@ -18,6 +18,7 @@ from bridge.api.server import AppRunner
 from bridge.calls.conferences import ConferenceStore
 from bridge.calls.manager import CallManager
 from bridge.calls.monitors import Monitors
+from bridge.calls.pool import SwitchBox, SwitchPool
 from bridge.calls.sessions import SessionStore
 from bridge.calls.supervisors import SupervisorStore
 from bridge.calls.switch import Switch
@@ -84,15 +85,21 @@ class BridgeRuntime:
         svc.voice_agents = VoiceAgentStore(redis)
         svc.conferences = ConferenceStore(redis)
         svc.supervisors = SupervisorStore(redis)
-        esl = EslClient.from_url(settings.esl_url, command_timeout=settings.esl_command_timeout_s)
-        svc.esl = esl
-        svc.switch = Switch(esl, command_timeout=settings.esl_command_timeout_s)
+        timeout = settings.esl_command_timeout_s
+        boxes = []
+        for target in settings.switches:
+            esl = EslClient(target.host, target.port, target.password, command_timeout=timeout)
+            boxes.append(SwitchBox(target.box, esl, Switch(esl, command_timeout=timeout, box=target.box)))
+        svc.switches = SwitchPool(boxes)
         svc.calls = CallManager(svc)
         svc.monitors = Monitors(svc)
         await svc.calls.start()
         await _start_optional(svc)
-        svc.on_close(esl.close)
-        await esl.start(wait=esl_wait)
+        for box in boxes:
+            svc.on_close(box.esl.close)
+        # Every box's link comes up in the background; start-up waits for all of them (a bridge
+        # that cannot reach one of its boxes says so, as with one box).
+        await asyncio.gather(*(box.esl.start(wait=esl_wait) for box in boxes))
         if serve_http:
             app = create_app(svc, sandbox=self.sandbox)
             self._runner = AppRunner(app, access_log=None)  # aiohttp's own errors in the envelope

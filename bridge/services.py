@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from ulid import ULID
 
 from bridge.config import Settings
 from bridge.media.tokens import TokenStore
@@ -25,11 +26,10 @@ if TYPE_CHECKING:
     from bridge.calls.conferences import ConferenceStore
     from bridge.calls.manager import CallManager
     from bridge.calls.monitors import Monitors
+    from bridge.calls.pool import SwitchPool
     from bridge.calls.sessions import SessionStore
     from bridge.calls.supervisors import SupervisionHub, SupervisorStore
-    from bridge.calls.switch import Switch
     from bridge.calls.voice_agents import VoiceAgentStore
-    from bridge.esl.client import EslClient
     from bridge.sim.server import SwitchSimulator
     from bridge.store.embedded import EmbeddedRedis
     from bridge.webhooks.service import WebhookService
@@ -46,12 +46,13 @@ class Services:
         self.tenants = TenantStore(redis)
         self.tokens = TokenStore(redis)
         self.outbox = Outbox(redis)
-        self.esl: EslClient | None = None
         self.sim: SwitchSimulator | None = None
+        # Unique per process start: who holds a box's lease (bridge.calls.ownership).
+        self.holder_id = f"{settings.instance_id}:{ULID()}"
+        self.switches: SwitchPool = None  # type: ignore[assignment]
         # Set by bridge.runtime.build_services; typed here so every handler sees one shape.
         self.sessions: SessionStore = None  # type: ignore[assignment]
         self.voice_agents: VoiceAgentStore = None  # type: ignore[assignment]
-        self.switch: Switch = None  # type: ignore[assignment]
         self.calls: CallManager = None  # type: ignore[assignment]
         self.conferences: ConferenceStore = None  # type: ignore[assignment]
         self.monitors: Monitors = None  # type: ignore[assignment]

@@ -178,7 +178,7 @@ async def test_session_whose_channel_vanished_during_an_esl_outage_is_ended(sand
     await wait_until(ended, timeout=10)
     session = await svc.sessions.get(call_id)
     assert session.outcome == "hangup"  # ended by the resync, not by a failed set-up
-    await wait_until(lambda: _is(svc.esl.connected), timeout=10)
+    await wait_until(lambda: _is(svc.switches.default.connected), timeout=10)
     assert await svc.voice_agents.active_calls(agent.id) == set()
 
     async def call_ended() -> bool:
@@ -217,7 +217,7 @@ async def test_switch_outage_is_a_503_for_a_new_call(sandbox, agent_server):
     agent = await in_thread(client.voice_agents.create, name="bot", ws_url=agent_server.url)
     await sandbox.sim.stop()
     svc = sandbox.runtime.services
-    await wait_until(lambda: _not(svc.esl.connected))
+    await wait_until(lambda: _not(svc.switches.default.connected))
     with pytest.raises(yotel.errors.APIError) as exc:
         await in_thread(
             client._request, "POST", "/api/v1/calls",

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+_MEMBER_POLL_S = 0.1
+
 # Channel variables the bridge sets on every leg it originates into a conference; the
 # add-member event carries them back (variable_bridge_*), which is how a member gets its type.
 VAR_AI_CALL = "bridge_ai_call_id"
@@ -244,13 +246,22 @@ class ConferenceStore:
     async def wait_member(
         self, conference_id: str, channel_uuid: str, fut: asyncio.Future[Participant], timeout: float
     ) -> Participant | None:
-        """The member for the channel, once FreeSWITCH reported it; None if it did not in time."""
+        """The member for the channel, once FreeSWITCH reported it; None if it did not in time.
+
+        The future resolves when this bridge handles the add-member event; when another bridge
+        handles the conference's box (bridge.calls.ownership), the member shows up in Redis
+        instead, so that is looked at too, every _MEMBER_POLL_S."""
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancel on 3.11
-                return await asyncio.shield(fut)
-        except TimeoutError:
-            # Another instance may have stored it while our event was still queued.
-            return await self.participant_by_call(conference_id, channel_uuid)
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                try:
+                    async with asyncio.timeout(max(0.0, min(_MEMBER_POLL_S, left))):  # not wait_for (3.11)
+                        return await asyncio.shield(fut)
+                except TimeoutError:
+                    member = await self.participant_by_call(conference_id, channel_uuid)
+                    if member is not None or left <= _MEMBER_POLL_S:
+                        return member
         finally:
             self.forget(channel_uuid, fut)
 

@@ -46,6 +46,6 @@ class DtmfRelay:
         frame = {"type": "dtmf", "digit": digit, "source": event.get("DTMF-Source", "UNKNOWN")}
         fork_uuid = session.extra.get("ai_fork_uuid") or session.call_id
         try:
-            await self.svc.switch.fork_send_text(fork_uuid, frame, bugname=FORK_BUGNAME)
+            await self.svc.switches.of(session).fork_send_text(fork_uuid, frame, bugname=FORK_BUGNAME)
         except (SwitchError, SwitchUnavailable) as exc:
             log.info("dtmf_not_relayed", call_id=session.call_id, digit=digit, error=str(exc))

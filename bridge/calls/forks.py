@@ -72,7 +72,7 @@ class AiForkEvents:
         target = session.extra.get("ai_speech_uuid") or session.call_id
         try:
             playback = join("playback::", word(path, "AI audio file"))
-            await self.svc.switch.api(command("uuid_broadcast", target, playback, "aleg"))
+            await self.svc.switches.of(session).api(command("uuid_broadcast", target, playback, "aleg"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.warning("ai_audio_not_played", call_id=session.call_id, error=str(exc))
 
@@ -84,7 +84,7 @@ class AiForkEvents:
         if not speech or session is None or session.terminal:
             return
         try:
-            await self.svc.switch.api(command("uuid_break", speech, "all"))
+            await self.svc.switches.of(session).api(command("uuid_break", speech, "all"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.warning("ai_audio_not_broken", call_id=session.call_id, error=str(exc))
 
@@ -99,7 +99,7 @@ class AiForkEvents:
             await self.svc.tokens.revoke_all_for_call(call_id)
         if session.terminal or event.get("Answer-State") == "hangup":
             return
-        if not await self._channel_alive(call_id):
+        if not await self._channel_alive(session):
             return
         agent = await self.svc.voice_agents.get(session.voice_agent_id or "")
         action = agent.ws_disconnect_action if agent else "hangup"
@@ -110,13 +110,13 @@ class AiForkEvents:
                 await self.calls.finish(call_id, "transferred_agent_queue", reason)
             else:
                 await self.calls.finish(call_id, "error", reason)
-                await self.calls.kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+                await self.calls.kill_quietly(session, "NORMAL_TEMPORARY_FAILURE")
         else:
             await self.calls.finish(call_id, "error", reason)
-            await self.calls.kill_quietly(call_id, "NORMAL_CLEARING")
+            await self.calls.kill_quietly(session, "NORMAL_CLEARING")
 
-    async def _channel_alive(self, call_id: str) -> bool:
+    async def _channel_alive(self, session: Session) -> bool:
         try:
-            return await self.svc.switch.exists(call_id)
+            return await self.svc.switches.of(session).exists(session.call_id)
         except (SwitchError, SwitchUnavailable):
             return False

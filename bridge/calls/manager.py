@@ -9,8 +9,10 @@ the reconciliation after a reconnect bridge.calls.resync's; both register here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ import structlog
 
 from bridge.calls.commands import command
 from bridge.calls.forks import AiForkEvents
+from bridge.calls.ownership import BoxOwnership
 from bridge.calls.resync import Resync
 from bridge.calls.sessions import Session, iso
 from bridge.calls.switch import queue_dialplan
@@ -31,6 +34,7 @@ from bridge.store import keys
 from bridge.store.crm import CampaignStore, LeadStore
 
 if TYPE_CHECKING:
+    from bridge.calls.pool import SwitchBox
     from bridge.media.tokens import CallbackToken
     from bridge.services import Services
 
@@ -48,6 +52,10 @@ VAR_DIRECTION = "bridge_direction"
 FORK_BUGNAME = "ai_fork"
 _IDLE_WORKER_S = 120.0
 _NORMAL_CAUSES = {"NORMAL_CLEARING", "ORIGINATOR_CANCEL", "NORMAL_UNSPECIFIED"}
+# Events of a box another bridge handles are kept this many leases (bridge.calls.ownership),
+# long enough to outlast a takeover, and at most this many per box.
+_STANDBY_LEASES = 5
+_STANDBY_MAX = 100_000
 
 
 class NoVoiceAgent(Exception):
@@ -69,13 +77,28 @@ class CallManager:
         self.on_finish: list[Callable[[str], Awaitable[None]]] = []
         self.resync = Resync(self)
         self.timeouts = SessionTimeouts(self)
+        # Per box: the events being handled (their Event-Sequence), the last one routed, and,
+        # for boxes another bridge handles, the recent events kept for a takeover.
+        self._inflight: dict[str, set[int]] = {}
+        self._last: dict[str, tuple[str, int]] = {}
+        self._standby: dict[str, deque[tuple[float, Event]]] = {}
+        self._standby_s = _STANDBY_LEASES * self.settings.box_lease_s
+        self.ownership = BoxOwnership(
+            svc.redis,
+            svc.holder_id,
+            [box.id for box in svc.switches],
+            lease_s=self.settings.box_lease_s,
+            mark_of=self._mark,
+            on_acquired=self._box_acquired,
+            on_lost=self._box_lost,
+        )
 
     # ------------------------------------------------------------ wiring
 
     async def start(self) -> None:
-        assert self.svc.esl is not None
-        self.svc.esl.add_event_handler(self._route)
-        self.svc.esl.add_connection_listener(on_up=self.resync.run)
+        for box in self.svc.switches:
+            box.esl.add_event_handler(functools.partial(self._receive, box))
+            box.esl.add_connection_listener(on_up=functools.partial(self._box_up, box))
         for key, handler in (
             ("CHANNEL_PARK", self._on_park),
             ("CHANNEL_ANSWER", self._on_answer),
@@ -87,13 +110,70 @@ class CallManager:
         self.forks = AiForkEvents(self)
         self.transfers = TransferWatch(self)
         self.timeouts.start()
+        # The first round now, so a lone bridge holds its boxes before their first event.
+        await self.ownership.tick()
+        self.svc.spawn(self.ownership.run(), name="box-leases")
+        self.svc.on_close(self.ownership.release_all)
 
     def on(self, key: str, handler: EventHandler) -> None:
         """Register a handler for an Event-Name (or a CUSTOM subclass). Handlers of one call
         run one at a time, in event order."""
         self._handlers.setdefault(key, []).append(handler)
 
+    # ------------------------------------------------------------ events in, per box
+
+    def _receive(self, box: SwitchBox, event: Event) -> None:
+        event.origin = box.id
+        box.track(event)
+        if self.ownership.owns(box.id):
+            self._route(event)
+            return
+        kept = self._standby.get(box.id)
+        if kept is None:
+            kept = self._standby[box.id] = deque(maxlen=_STANDBY_MAX)
+        now = time.monotonic()
+        kept.append((now, event))
+        while kept and kept[0][0] < now - self._standby_s:
+            kept.popleft()
+
+    def _mark(self, box_id: str) -> str:
+        """`<Core-UUID> <seq>`: every event of the box up to seq has been handled here."""
+        last = self._last.get(box_id)
+        if last is None:
+            return ""
+        inflight = self._inflight.get(box_id)
+        done = min(inflight) - 1 if inflight else last[1]
+        return f"{last[0]} {done}"
+
+    async def _box_acquired(self, box_id: str, mark: str) -> None:
+        """This bridge now handles the box's events: first those it kept that the last holder
+        had not finished (after its mark), then a resync against the box's channels."""
+        core, _, seq = mark.partition(" ")
+        done = int(seq) if seq.isdigit() else -1
+        replayed = 0
+        for _, event in self._standby.pop(box_id, ()):
+            if core and event.get("Core-UUID") == core and _sequence(event) <= done:
+                continue
+            self._route(event)
+            replayed += 1
+        log.info("box_taken_over", box=box_id, mark=mark, replayed=replayed)
+        box = self.svc.switches.get(box_id)
+        if box is not None and box.connected:
+            self.svc.spawn(self.resync.run(box), name=f"resync:{box_id}")
+
+    def _box_lost(self, box_id: str) -> None:
+        self._inflight.pop(box_id, None)
+        self._last.pop(box_id, None)
+
+    async def _box_up(self, box: SwitchBox) -> None:
+        if self.ownership.owns(box.id):
+            await self.resync.run(box)
+
     def _route(self, event: Event) -> None:
+        if event.origin:
+            seq = _sequence(event)
+            self._last[event.origin] = (event.get("Core-UUID"), seq)
+            self._inflight.setdefault(event.origin, set()).add(seq)
         uuid = event.unique_id
         queue = self._queues.get(uuid)
         if queue is None:
@@ -123,6 +203,10 @@ class CallManager:
                         handler=getattr(handler, "__qualname__", repr(handler)),
                     )
                     await self._repair_after_failure(event)
+            if event.origin:
+                inflight = self._inflight.get(event.origin)
+                if inflight is not None:
+                    inflight.discard(_sequence(event))
             if event.name == "CHANNEL_DESTROY" and queue.empty():
                 break
         if self._queues.get(uuid) is queue:
@@ -143,7 +227,7 @@ class CallManager:
                 return
             if event.name in ("CHANNEL_PARK", "CHANNEL_ANSWER") and not session.terminal:
                 await self.finish(call_id, "error", "internal_error")
-                await self.kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+                await self.kill_quietly(session, "NORMAL_TEMPORARY_FAILURE")
             elif event.name == "CHANNEL_HANGUP_COMPLETE":
                 await self.call_ended(session, event.get("Hangup-Cause") or "NORMAL_CLEARING")
         except Exception:
@@ -187,10 +271,15 @@ class CallManager:
             return
         call_id = event.unique_id
         claimed = await self.svc.redis.set(
-            keys.call_owner(call_id), self.settings.instance_id, nx=True, ex=keys.CALL_OWNER_TTL_S
+            keys.call_owner(call_id), self.svc.holder_id, nx=True, ex=keys.CALL_OWNER_TTL_S
         )
-        if not claimed or await self.svc.sessions.get(call_id) is not None:
-            return  # another instance owns it, or a re-park of a call we already handle
+        existing = await self.svc.sessions.get(call_id)
+        if not claimed:
+            if existing is not None and await self._setup_orphaned(existing):
+                await self._resume_setup(existing)
+            return  # another instance sets it up, or a re-park of a call we already handle
+        if existing is not None:
+            return
         session = Session(
             call_id=call_id,
             tenant_id=tenant_id,
@@ -200,6 +289,7 @@ class CallManager:
             campaign_id=event.var(VAR_CAMPAIGN) or None,
             lead_id=event.var(VAR_LEAD) or None,
             started_at=time.time(),
+            switch_id=event.origin,
         )
         agent: VoiceAgent | None = None
         try:
@@ -229,24 +319,56 @@ class CallManager:
             await self.reject(session, "max_concurrent_exceeded", cause="USER_BUSY")
             return
         try:
-            await self.svc.switch.answer(call_id)
+            await self.svc.switches.of(session).answer(call_id)
             await self.mark_answered(call_id)
             await self.connect_ai(call_id, agent)
         except (SwitchError, SwitchUnavailable) as exc:
             log.error("ai_call_setup_failed", call_id=call_id, error=str(exc))
             await self.finish(call_id, "error", f"switch_error: {exc}")
-            await self.kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+            await self.kill_quietly(session, "NORMAL_TEMPORARY_FAILURE")
+
+    async def _setup_orphaned(self, session: Session) -> bool:
+        """True when the bridge that claimed this call's setup died before finishing it (its
+        PARK is replayed here after a takeover, bridge.calls.ownership); the claim becomes ours."""
+        if session.terminal or session.recording_state != "off":
+            return False
+        key = keys.call_owner(session.call_id)
+        holder = await self.svc.redis.get(key)
+        if holder == self.svc.holder_id:
+            return False
+        if holder and await self.ownership.alive(holder):
+            return False
+        await self.svc.redis.set(key, self.svc.holder_id, ex=keys.CALL_OWNER_TTL_S)
+        log.warning("call_setup_taken_over", call_id=session.call_id, from_holder=holder)
+        return True
+
+    async def _resume_setup(self, session: Session) -> None:
+        """Finish the setup a dead bridge began: every step below is safe to repeat."""
+        agent = await self.svc.voice_agents.get(session.voice_agent_id or "", session.tenant_id)
+        if agent is None or not await self.svc.voice_agents.acquire_slot(agent, session.call_id):
+            await self.reject(session, "no_voice_agent_configured", cause="SERVICE_UNAVAILABLE")
+            return
+        try:
+            if not session.answered:
+                await self.svc.switches.of(session).answer(session.call_id)
+                await self.mark_answered(session.call_id)
+            await self.connect_ai(session.call_id, agent)
+        except (SwitchError, SwitchUnavailable) as exc:
+            log.error("ai_call_setup_failed", call_id=session.call_id, error=str(exc))
+            await self.finish(session.call_id, "error", f"switch_error: {exc}")
+            await self.kill_quietly(session, "NORMAL_TEMPORARY_FAILURE")
 
     async def reject(self, session: Session, reason: str, *, cause: str) -> None:
         """End the session with outcome `error` and hang the caller up with `cause`."""
         await self.finish(session.call_id, "error", reason)
-        await self.kill_quietly(session.call_id, cause)
+        await self.kill_quietly(session, cause)
 
-    async def kill_quietly(self, call_id: str, cause: str) -> None:
+    async def kill_quietly(self, session: Session, cause: str, uuid: str | None = None) -> None:
+        """Hang up the call (or `uuid`, a leg on the call's box) and only log a failure."""
         try:
-            await self.svc.switch.kill(call_id, cause)
+            await self.svc.switches.of(session).kill(uuid or session.call_id, cause)
         except (SwitchError, SwitchUnavailable) as exc:
-            log.warning("hangup_failed", call_id=call_id, error=str(exc))
+            log.warning("hangup_failed", call_id=session.call_id, uuid=uuid, error=str(exc))
 
     # ------------------------------------------------------------ answer and the AI's fork
 
@@ -265,7 +387,7 @@ class CallManager:
             except (SwitchError, SwitchUnavailable) as exc:
                 log.error("ai_call_setup_failed", call_id=session.call_id, error=str(exc))
                 await self.finish(session.call_id, "error", f"switch_error: {exc}")
-                await self.kill_quietly(session.call_id, "NORMAL_TEMPORARY_FAILURE")
+                await self.kill_quietly(session, "NORMAL_TEMPORARY_FAILURE")
 
     async def mark_answered(self, call_id: str) -> bool:
         """Record the answer once, whoever sees it first (our uuid_answer or CHANNEL_ANSWER)."""
@@ -327,15 +449,16 @@ class CallManager:
             call_id=call_id, tenant_id=session.tenant_id, ttl_s=self.token_ttl_s(agent)
         )
         path = f"{settings.recordings_dir.rstrip('/')}/{call_id}.wav"
-        await self.svc.switch.record_start(call_id, path)
+        switch = self.svc.switches.of(session)
+        await switch.record_start(call_id, path)
         await self.svc.sessions.update(
             call_id, recording_path=path, recording_state="recording", recording_started_at=repr(time.time())
         )
-        await self.svc.switch.setvar(call_id, "mod_audio_fork_subprotocol", agent.subprotocol)
+        await switch.setvar(call_id, "mod_audio_fork_subprotocol", agent.subprotocol)
         if agent.auth_token:
-            await self.svc.switch.setvar(call_id, "mod_audio_fork_auth_token", agent.auth_token)
+            await switch.setvar(call_id, "mod_audio_fork_auth_token", agent.auth_token)
         metadata = await self.metadata_frame(session, agent, token)
-        await self.svc.switch.fork_start(
+        await switch.fork_start(
             call_id,
             agent.ws_url,
             sample_rate_hz=agent.sample_rate_hz,
@@ -363,7 +486,7 @@ class CallManager:
         queue = self.settings.default_queue
         dest = queue_dialplan(queue, self.settings.callcenter_domain)
         try:
-            await self.svc.switch.api(command("uuid_transfer", session.call_id, dest, "inline"))
+            await self.svc.switches.of(session).api(command("uuid_transfer", session.call_id, dest, "inline"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.error("fallback_transfer_failed", call_id=session.call_id, error=str(exc))
             return False
@@ -385,7 +508,7 @@ class CallManager:
             call_id=session.call_id, tenant_id=session.tenant_id, ttl_s=self.token_ttl_s(agent)
         )
         metadata = await self.metadata_frame(session, agent, token, resumed=True, **extra)
-        await self.svc.switch.fork_start(
+        await self.svc.switches.of(session).fork_start(
             session.call_id,
             agent.ws_url,
             sample_rate_hz=agent.sample_rate_hz,
@@ -416,7 +539,7 @@ class CallManager:
         if session.voice_agent_id:
             await self.svc.voice_agents.release_slot(session.voice_agent_id, call_id)
         if session.conference_id and outcome != "conference_left":
-            await self._drop_ai_leg(session.conference_id)
+            await self._drop_ai_leg(session)
         logs = await self.svc.sessions.logs(call_id)
         await self.svc.outbox.emit(
             "ai_session.ended",
@@ -434,14 +557,14 @@ class CallManager:
         log.info("ai_session_ended", call_id=call_id, outcome=outcome, reason=reason)
         return True
 
-    async def _drop_ai_leg(self, conference_id: str) -> None:
+    async def _drop_ai_leg(self, session: Session) -> None:
         """The session ended while the AI was in a conference: its leg must not stay behind
         listening. The conference itself goes on for whoever else is in it."""
-        conf = await self.svc.conferences.get(conference_id)
+        conf = await self.svc.conferences.get(session.conference_id or "")
         if conf is None or not conf.ai_leg_uuid or conf.ai_left:
             return
-        await self.svc.conferences.update(conference_id, ai_left="1")
-        await self.kill_quietly(conf.ai_leg_uuid, "NORMAL_CLEARING")
+        await self.svc.conferences.update(conf.conference_id, ai_left="1")
+        await self.kill_quietly(session, "NORMAL_CLEARING", conf.ai_leg_uuid)
 
     def add_timer(self, call_id: str, timer: asyncio.TimerHandle | asyncio.Task[Any]) -> None:
         """Timers that die with the session (token refresh, session timeout)."""
@@ -532,3 +655,8 @@ class CallManager:
                 "started_at": iso(session.started_at),
             },
         )
+
+
+def _sequence(event: Event) -> int:
+    raw = event.get("Event-Sequence")
+    return int(raw) if raw.isdigit() else 0

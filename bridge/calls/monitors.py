@@ -121,8 +121,11 @@ class Monitors:
     async def stop_fork(self, monitor: Monitor) -> None:
         """`uuid_audio_fork <target> stop <bug>`; a refusal means the bug is not there any more
         (the channel is gone, or it was stopped already), which is what stopping wants."""
+        listener = await self.svc.sessions.get(monitor.call_id)
+        # A monitor's target is on its listener's box (a conference stays on one box).
+        box = self.svc.switches.box_of(listener) if listener is not None else self.svc.switches.default
         try:
-            await self.svc.switch.fork_stop(monitor.target_call_id, monitor.bugname)
+            await box.switch.fork_stop(monitor.target_call_id, monitor.bugname)
         except SwitchError as exc:
             log.info("monitor_fork_already_gone", target=monitor.target_call_id, reply=exc.reply)
 

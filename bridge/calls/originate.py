@@ -59,8 +59,7 @@ async def originate_ai_call(
 
     The dial itself runs as a background job: its outcome (answer, or -ERR <cause>) arrives
     later as events, so the caller gets the call_id at once, like Twilio's Calls API."""
-    if svc.esl is None or not svc.esl.connected:
-        raise SwitchUnavailable("no ESL connection to FreeSWITCH")
+    box = svc.switches.pick()  # SwitchUnavailable (503) when no box is connected
     await require_references(
         svc, tenant_id, voice_agent_id=voice_agent_id, campaign_id=campaign_id, lead_id=lead_id
     )
@@ -112,9 +111,12 @@ async def originate_ai_call(
         subprotocol=agent.subprotocol,
         token_lifetime=agent.token_lifetime,
         started_at=time.time(),
+        switch_id=box.id,
     )
+    # Counted on its box now, not at its CHANNEL_CREATE: a burst of calls must not all pick one box.
+    box.channels.add(call_id)
     await svc.sessions.create(session)
-    await svc.redis.set(keys.call_owner(call_id), svc.settings.instance_id, ex=keys.CALL_OWNER_TTL_S)
+    await svc.redis.set(keys.call_owner(call_id), svc.holder_id, ex=keys.CALL_OWNER_TTL_S)
     await svc.calls.emit_call_started(session)
     svc.spawn(_dial(svc, session, command), name=f"originate:{call_id}")
     return call_id
@@ -150,7 +152,7 @@ def _dial_command(
 
 async def _dial(svc: Services, session: Session, command: Command) -> None:
     try:
-        await svc.switch.bgapi(command, timeout=svc.settings.originate_timeout_s + 15)
+        await svc.switches.of(session).bgapi(command, timeout=svc.settings.originate_timeout_s + 15)
     except (SwitchError, SwitchUnavailable) as exc:
         reply = exc.reply if isinstance(exc, SwitchError) else "SWITCH_UNAVAILABLE"
         cause = reply.removeprefix("-ERR").strip().split()[0] if reply.startswith("-ERR") else reply

@@ -16,6 +16,7 @@ from bridge.store import keys
 
 if TYPE_CHECKING:
     from bridge.calls.manager import CallManager
+    from bridge.calls.pool import SwitchBox
 
 log = structlog.get_logger(__name__)
 
@@ -26,13 +27,16 @@ class Resync:
         self.svc = calls.svc
         self.settings = calls.settings
 
-    async def run(self) -> None:
-        """Sessions whose channel vanished while the ESL link was down are ended; slots held
-        by calls that are no longer live are freed (a crash cannot leak them)."""
+    async def run(self, box: SwitchBox | None = None) -> None:
+        """Sessions on `box` (default: the first) whose channel vanished while its events went
+        unhandled (the link was down, or another bridge held the box and died) are ended; slots
+        held by calls that are no longer live are freed (a crash cannot leak them)."""
+        pool = self.svc.switches
+        box = box or pool.default
         try:
-            raw = await self.svc.switch.api(command("show", "channels", "as", "json"))
+            raw = await box.switch.api(command("show", "channels", "as", "json"))
         except (SwitchError, SwitchUnavailable) as exc:
-            log.error("resync_failed", error=str(exc))
+            log.error("resync_failed", box=box.id, error=str(exc))
             return
         try:
             rows = json.loads(raw).get("rows") or []
@@ -40,6 +44,7 @@ class Resync:
             log.error("resync_unparseable_channels", head=raw[:120])
             return
         alive = {row.get("uuid") for row in rows}
+        box.channels = {uuid for uuid in alive if isinstance(uuid, str)}
         for call_id in await self.svc.sessions.live_call_ids():
             if call_id in alive:
                 continue
@@ -47,6 +52,8 @@ class Resync:
             if session is None:
                 await self.svc.redis.srem(keys.live_sessions(), call_id)
                 continue
+            if session.switch_id != box.id and (session.switch_id or box is not pool.default):
+                continue  # another box's call
             if (
                 session.direction == "outbound"
                 and not session.answered
@@ -56,7 +63,7 @@ class Resync:
             log.warning("session_channel_vanished", call_id=call_id)
             await self.calls.call_ended(session, "LOSE_RACE" if not session.answered else "UNKNOWN")
         await self.free_orphan_slots()
-        log.info("resynced", channels=len(alive))
+        log.info("resynced", box=box.id, channels=len(alive))
 
     async def free_orphan_slots(self) -> None:
         live = await self.svc.sessions.live_call_ids()

@@ -86,7 +86,7 @@ class CallbackScheduler:
             instance_id=svc.settings.instance_id,
             interval_s=svc.settings.scheduler_interval_s,
             leads=svc.calls.leads if svc.calls is not None else LeadStore(svc.redis),
-            ready=lambda: svc.esl is not None and svc.esl.connected,
+            ready=lambda: svc.switches.any_connected,
         )
 
     def start(self, svc: Services) -> asyncio.Task[None]:

@@ -79,6 +79,9 @@ class Session:
     notes: str | None = None
     transfer: dict[str, Any] | None = None
     fork_connected: bool = False
+    # The FreeSWITCH box holding the channel (bridge.calls.pool); empty on sessions from before
+    # boxes were recorded, which belong to the first box.
+    switch_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -107,7 +110,7 @@ class Session:
             "started_at", "answered_at", "ended_at", "hangup_cause", "held", "muted_caller",
             "muted_agent", "recording_path", "recording_state", "recording_started_at", "conference_id",
             "disposition",
-            "notes", "transfer", "fork_connected",
+            "notes", "transfer", "fork_connected", "switch_id",
         }  # fmt: skip
         return cls(
             call_id=raw["call_id"],
@@ -139,6 +142,7 @@ class Session:
             notes=raw.get("notes") or None,
             transfer=json.loads(raw["transfer"]) if raw.get("transfer") else None,
             fork_connected=_b(raw, "fork_connected"),
+            switch_id=raw.get("switch_id", ""),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -234,6 +238,7 @@ class SessionStore:
             "state": session.state,
             "started_at": repr(session.started_at or time.time()),
             "recording_state": session.recording_state,
+            "switch_id": session.switch_id,
         }
         created = await self.redis.hsetnx(keys.session(session.call_id), "call_id", session.call_id)
         if not created:

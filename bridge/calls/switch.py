@@ -27,9 +27,10 @@ def queue_dialplan(queue: str, domain: str) -> Arg:
 
 
 class Switch:
-    def __init__(self, esl: EslClient, *, command_timeout: float = 10.0) -> None:
+    def __init__(self, esl: EslClient, *, command_timeout: float = 10.0, box: str = "default") -> None:
         self.esl = esl
         self.command_timeout = command_timeout
+        self.box = box  # the box's name (bridge.calls.pool)
 
     async def api(self, command: Command, *, timeout: float | None = None) -> str:
         from bridge.esl.client import EslCommandError, EslConnectionError, EslTimeout

@@ -59,8 +59,8 @@ class SessionTimeouts:
         log.info("ai_session_timed_out", call_id=call_id, limit_s=self.limit_s, action=action)
         fork_uuid = session.extra.get("ai_fork_uuid") or call_id
         try:
-            await svc.switch.fork_stop(fork_uuid)
+            await svc.switches.of(session).fork_stop(fork_uuid)
         except (SwitchError, SwitchUnavailable) as exc:
             log.info("session_timeout_no_fork", call_id=call_id, error=str(exc))
         if action != "transfer_to_queue" or not await self.calls.to_default_queue(session, REASON):
-            await self.calls.kill_quietly(call_id, "NORMAL_CLEARING")
+            await self.calls.kill_quietly(session, "NORMAL_CLEARING")

@@ -115,4 +115,4 @@ class TransferWatch:
             # The caller is parked with no AI: end it rather than leave them in silence.
             log.error("transfer_failed_fork_not_reopened", call_id=call_id, error=str(exc))
             await self.calls.finish(call_id, "error", "transfer_failed_no_ai")
-            await self.calls.kill_quietly(call_id, "NORMAL_TEMPORARY_FAILURE")
+            await self.calls.kill_quietly(session, "NORMAL_TEMPORARY_FAILURE")

@@ -47,6 +47,8 @@ class Event:
     headers: dict[str, str]
     body: str | None = None
     extra_blocks: list[dict[str, str]] = field(default_factory=list)
+    # Which connection delivered it, when a client talks to several switches (set by its user).
+    origin: str = ""
 
     @property
     def name(self) -> str:

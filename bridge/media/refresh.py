@@ -57,7 +57,7 @@ class TokenRefresher:
         try:
             # After conference_start the AI's fork runs on its conference leg, not on the call.
             fork_uuid = session.extra.get("ai_fork_uuid") or call_id
-            await svc.switch.fork_send_text(fork_uuid, frame, bugname=FORK_BUGNAME)
+            await svc.switches.of(session).fork_send_text(fork_uuid, frame, bugname=FORK_BUGNAME)
         except (SwitchError, SwitchUnavailable) as exc:
             log.warning("token_refresh_not_sent", call_id=call_id, error=str(exc))
             if isinstance(exc, SwitchUnavailable):  # try again shortly; the old token is still valid

@@ -327,3 +327,22 @@ def tenant_supervisors(tenant_id: str) -> str:
 
 def supervision_channel() -> str:
     return f"{PREFIX}supervision"
+
+
+# ---------------------------------------------------------------- switches and bridges (docs/scaling.md)
+# box:{<box>}:lease           string the bridge that handles the box's events           BRIDGE_BOX_LEASE_S
+# box:{<box>}:mark            string "<Core-UUID> <Event-Sequence>": every event up to it was handled
+# bridges                     zset  lease holders by last heartbeat (ms): the live bridges
+# A box's lease and mark share a hash tag, so the lease scripts (bridge.calls.ownership) touch one slot.
+
+
+def box_lease(box: str) -> str:
+    return f"{PREFIX}box:{{{box}}}:lease"
+
+
+def box_mark(box: str) -> str:
+    return f"{PREFIX}box:{{{box}}}:mark"
+
+
+def bridges() -> str:
+    return f"{PREFIX}bridges"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from bridge.api.auth import Principal
     from bridge.calls.sessions import Session
+    from bridge.calls.switch import Switch
     from bridge.services import Services
 
 # strong: transfer, hangup, conference_* (a replay returns the cached response, 24 h)
@@ -36,6 +37,11 @@ class VerbContext:
     @property
     def call_id(self) -> str:
         return self.session.call_id
+
+    @property
+    def switch(self) -> Switch:
+        """The box holding the call; every leg the verb touches is there too (bridge.calls.pool)."""
+        return self.svc.switches.of(self.session)
 
 
 Handler = Callable[[VerbContext, Any], Awaitable[dict[str, Any]]]

@@ -99,11 +99,11 @@ async def transfer(ctx: VerbContext, cmd: Transfer) -> dict[str, Any]:
     try:
         # Media bugs survive a transfer: the AI must stop hearing the call before it leaves.
         try:
-            await svc.switch.fork_stop(call_id, FORK_BUGNAME)
+            await ctx.switch.fork_stop(call_id, FORK_BUGNAME)
             fork_stopped = True
         except SwitchError as exc:
             log.info("transfer_no_fork_to_stop", call_id=call_id, reply=exc.reply)
-        await svc.switch.api(command("uuid_transfer", call_id, dialplan, "inline"))
+        await ctx.switch.api(command("uuid_transfer", call_id, dialplan, "inline"))
     except (SwitchError, SwitchUnavailable):
         await svc.sessions.compare_and_set(call_id, "transfer", pending, "")
         if fork_stopped:
@@ -172,9 +172,9 @@ async def hangup(ctx: VerbContext, cmd: Hangup) -> dict[str, Any]:
         # conference_leave is how the AI leaves the others talking).
         for member in await svc.conferences.participants(conf_id):
             if member.type in ADDED_TYPES:
-                await svc.calls.kill_quietly(member.call_id, "NORMAL_CLEARING")
+                await svc.calls.kill_quietly(ctx.session, "NORMAL_CLEARING", member.call_id)
     try:
-        await svc.switch.kill(call_id, "NORMAL_CLEARING")
+        await svc.switches.of(ctx.session).kill(call_id, "NORMAL_CLEARING")
     except SwitchError as exc:
         if "No such channel" not in exc.reply:
             raise

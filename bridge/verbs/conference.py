@@ -127,29 +127,29 @@ async def start_conference(ctx: VerbContext) -> Conference:
     speech_leg = ""
     try:
         # bgapi: an api originate would hold the ESL socket until the leg answers.
-        await svc.switch.bgapi(originate)
+        await ctx.switch.bgapi(originate)
         stage = "leg"
         if agent.auth_token:
-            await svc.switch.setvar(leg, "mod_audio_fork_auth_token", agent.auth_token)
+            await ctx.switch.setvar(leg, "mod_audio_fork_auth_token", agent.auth_token)
         # loopback-b: what is played to it is what the AI says into the conference (play_audio).
-        speech_leg = (await svc.switch.api(command("uuid_getvar", leg, "other_loopback_leg_uuid"))).strip()
+        speech_leg = (await ctx.switch.api(command("uuid_getvar", leg, "other_loopback_leg_uuid"))).strip()
         if speech_leg == "_undef_":
             speech_leg = ""
         if speech_leg:
             await svc.conferences.update(conf_id, ai_speech_uuid=speech_leg)
-        await svc.switch.api(command("uuid_transfer", call_id, conference_dialplan(conf), "inline"))
+        await ctx.switch.api(command("uuid_transfer", call_id, conference_dialplan(conf), "inline"))
         stage = "transferred"
         # Media bugs survive a transfer: the caller's fork would keep feeding the AI the caller
         # alone. The manager ignores this fork's end once conference_id is set (pending counts).
         try:
-            await svc.switch.fork_stop(call_id, FORK_BUGNAME)
+            await ctx.switch.fork_stop(call_id, FORK_BUGNAME)
         except SwitchError as exc:
             log.info("conference_no_caller_fork_to_stop", call_id=call_id, reply=exc.reply)
         token = await svc.tokens.mint(
             call_id=call_id, tenant_id=session.tenant_id, ttl_s=svc.calls.token_ttl_s(agent)
         )
         metadata = await svc.calls.metadata_frame(session, agent, token, resumed=True, conference_id=conf_id)
-        await svc.switch.fork_start(
+        await ctx.switch.fork_start(
             leg,
             agent.ws_url,
             sample_rate_hz=agent.sample_rate_hz,
@@ -179,12 +179,12 @@ async def _undo_start(ctx: VerbContext, conf: Conference, stage: str) -> None:
     svc, call_id = ctx.svc, ctx.call_id
     if stage != "originate" and conf.ai_leg_uuid:
         try:
-            await svc.switch.kill(conf.ai_leg_uuid, "NORMAL_CLEARING")
+            await ctx.switch.kill(conf.ai_leg_uuid, "NORMAL_CLEARING")
         except (SwitchError, SwitchUnavailable) as exc:
             log.warning("conference_ai_leg_not_killed", call_id=call_id, error=str(exc))
     if stage == "transferred":
         try:
-            await svc.switch.api(command("uuid_transfer", call_id, "park", "inline"))
+            await ctx.switch.api(command("uuid_transfer", call_id, "park", "inline"))
         except (SwitchError, SwitchUnavailable) as exc:
             log.error("conference_caller_not_parked", call_id=call_id, error=str(exc))
         await reopen_fork(ctx)
@@ -244,7 +244,7 @@ async def conference_add(ctx: VerbContext, cmd: ConferenceAdd) -> dict[str, Any]
     try:
         # The job ends when the far end answers or gives up: allow the whole ring time.
         ring = settings.originate_timeout_s + settings.esl_command_timeout_s
-        await svc.switch.bgapi(originate, timeout=ring)
+        await ctx.switch.bgapi(originate, timeout=ring)
     except SwitchError as exc:
         svc.conferences.forget(leg, joined)
         cause = _reply_cause(exc)
@@ -296,7 +296,7 @@ async def conference_remove(ctx: VerbContext, cmd: ConferenceRemove) -> dict[str
             409, "member_not_removable", f"{cmd.member_id} is the {member.type}; use {instead} instead"
         )
     try:
-        await svc.switch.api(command("conference", conf.name, "kick", fs_id))
+        await ctx.switch.api(command("conference", conf.name, "kick", fs_id))
     except SwitchError as exc:
         if "Non-Existant" in exc.reply:  # sic: FreeSWITCH's spelling; it left meanwhile
             raise ApiError(404, "member_not_found", f"{cmd.member_id} already left") from exc
@@ -321,12 +321,12 @@ async def conference_leave(ctx: VerbContext, cmd: ConferenceLeave) -> dict[str, 
         raise terminated(ctx)
     leg = conf.ai_leg_uuid or ""
     try:
-        await svc.switch.fork_stop(leg, FORK_BUGNAME)
+        await ctx.switch.fork_stop(leg, FORK_BUGNAME)
     except SwitchError as exc:
         log.info("conference_leave_no_fork", call_id=call_id, reply=exc.reply)
     try:
         # Both loopback legs go; the conference goes on with the caller and the others.
-        await svc.switch.kill(leg, "NORMAL_CLEARING")
+        await ctx.switch.kill(leg, "NORMAL_CLEARING")
     except SwitchError as exc:
         if "No such channel" not in exc.reply:
             raise

@@ -57,7 +57,7 @@ async def _set_mute(ctx: VerbContext, target: str, on: bool) -> dict[str, Any]:
         if on:
             return {}  # already muted: muting again changes nothing
         raise ApiError(409, "not_muted", f"the {target} is not muted")
-    switch = ctx.svc.switch
+    switch = ctx.switch
     try:
         await switch.require_channel(ctx.call_id)
         await switch.api(command("uuid_audio", ctx.call_id, "start", direction, "mute", "1" if on else "0"))
@@ -122,7 +122,7 @@ async def hold(ctx: VerbContext, cmd: Hold) -> dict[str, Any]:
             raise in_progress("hold/unhold")
         raise ApiError(409, "already_held", "the caller is already on hold")
     moh = _moh(cmd.moh_url)
-    switch = ctx.svc.switch
+    switch = ctx.switch
     try:
         await switch.require_channel(ctx.call_id)
         await run_steps(switch, _hold_steps(ctx.call_id, moh))
@@ -142,7 +142,7 @@ async def unhold(ctx: VerbContext, cmd: Unhold) -> dict[str, Any]:
             raise in_progress("hold/unhold")
         raise ApiError(409, "not_held", "the caller is not on hold")
     moh = _moh(ctx.session.extra.get("hold_moh"))
-    switch = ctx.svc.switch
+    switch = ctx.switch
     try:
         await switch.require_channel(ctx.call_id)
         await run_steps(switch, _unhold_steps(ctx.call_id, moh))
@@ -160,7 +160,7 @@ async def unhold(ctx: VerbContext, cmd: Unhold) -> dict[str, Any]:
 async def send_dtmf(ctx: VerbContext, cmd: SendDtmf) -> dict[str, Any]:
     require_answered(ctx)
     # uuid_send_dtmf fails on its own for a missing channel (-ERR Cannot locate session!).
-    await ctx.svc.switch.api(command("uuid_send_dtmf", ctx.call_id, word(cmd.digits, "digits")))
+    await ctx.switch.api(command("uuid_send_dtmf", ctx.call_id, word(cmd.digits, "digits")))
     return {}
 
 
@@ -175,7 +175,7 @@ async def play_audio(ctx: VerbContext, cmd: PlayAudio) -> dict[str, Any]:
     path = join("playback::", var_block({"playback_id": playback_id}), "http_cache://", source)
     # In a conference the AI speaks through its own leg (loopback-b), so everyone hears it.
     target = ctx.session.extra.get("ai_speech_uuid") or ctx.call_id
-    await ctx.svc.switch.api(command("uuid_broadcast", target, path, "aleg"))
+    await ctx.switch.api(command("uuid_broadcast", target, path, "aleg"))
     return {"playback_id": playback_id}
 
 
@@ -201,7 +201,7 @@ async def recording_pause(ctx: VerbContext, cmd: RecordingPause) -> dict[str, An
     try:
         if not path:
             raise ApiError(409, "recording_not_active", "the call has no recording to pause")
-        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "mask", path))
+        await ctx.switch.api(command("uuid_record", ctx.call_id, "mask", path))
     except BaseException:
         await settle(ctx, "recording_state", current)
         raise
@@ -221,7 +221,7 @@ async def recording_resume(ctx: VerbContext, cmd: RecordingResume) -> dict[str, 
     try:
         if not path:
             raise ApiError(409, "recording_not_paused", "the call has no recording to resume")
-        await ctx.svc.switch.api(command("uuid_record", ctx.call_id, "unmask", path))
+        await ctx.switch.api(command("uuid_record", ctx.call_id, "unmask", path))
     except BaseException:
         await settle(ctx, "recording_state", current)
         raise

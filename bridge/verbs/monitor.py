@@ -81,12 +81,18 @@ async def relation(ctx: VerbContext, target: str) -> Relation:
         # The target is gone and its hangup was not seen (a bridge restart): forget it now.
         await ctx.svc.monitors.store.release(ctx.call_id, target)
         monitor = None
+    if member is None and monitor is None:
+        # A call of this tenant on another box cannot be joined to this one's media (yet): say
+        # so rather than "not a member". Other tenants' calls stay as unknown as made-up ids.
+        other = await ctx.svc.sessions.get(target)
+        if other is not None and other.tenant_id == ctx.session.tenant_id:
+            ctx.svc.switches.same_box(ctx.session, other)
     return Relation(target, conf, member, monitor)
 
 
 async def _alive(ctx: VerbContext, uuid: str) -> bool:
     try:
-        return await ctx.svc.switch.exists(uuid)
+        return await ctx.switch.exists(uuid)
     except SwitchError:
         return False
 
@@ -131,10 +137,10 @@ async def monitor_start(ctx: VerbContext, cmd: MonitorStart) -> dict[str, Any]:
     }
     try:
         # The target channel is another leg: it does not carry the AI call's fork settings.
-        await svc.switch.setvar(target, "mod_audio_fork_subprotocol", agent.subprotocol)
+        await ctx.switch.setvar(target, "mod_audio_fork_subprotocol", agent.subprotocol)
         if agent.auth_token:
-            await svc.switch.setvar(target, "mod_audio_fork_auth_token", agent.auth_token)
-        await svc.switch.fork_start(
+            await ctx.switch.setvar(target, "mod_audio_fork_auth_token", agent.auth_token)
+        await ctx.switch.fork_start(
             target,
             agent.ws_url,
             sample_rate_hz=agent.sample_rate_hz,
@@ -186,7 +192,7 @@ async def whisper(ctx: VerbContext, cmd: Whisper) -> dict[str, Any]:
                 target, "the monitor is listen-only; start it with mode listen_and_whisper to whisper"
             )
     audio = join("http_cache://", url(cmd.audio_url, "audio_url"))
-    switch = ctx.svc.switch
+    switch = ctx.switch
     # bgapi: both commands open the file (an HTTP fetch) before they answer.
     if rel.member is not None and rel.conference is not None:
         fs_id = freeswitch_member_id(rel.member.member_id)
@@ -222,7 +228,7 @@ async def barge(ctx: VerbContext, cmd: Barge) -> dict[str, Any]:
         joined = svc.conferences.expect_member(target)
         try:
             room = conference_dialplan(conf)
-            await svc.switch.api(command("uuid_transfer", target, "-both", room, "inline"))
+            await ctx.switch.api(command("uuid_transfer", target, "-both", room, "inline"))
         except BaseException:
             svc.conferences.forget(target, joined)
             raise
@@ -233,7 +239,7 @@ async def barge(ctx: VerbContext, cmd: Barge) -> dict[str, Any]:
         # Both sides must hear the AI: lift a nospeak the AI may have had toward this member.
         ai_id, target_id = freeswitch_member_id(conf.ai_member_id), freeswitch_member_id(member.member_id)
         try:
-            await svc.switch.api(command("conference", conf.name, "relate", ai_id, target_id, "clear"))
+            await ctx.switch.api(command("conference", conf.name, "relate", ai_id, target_id, "clear"))
         except SwitchError as exc:
             log.info("barge_relate_clear_refused", target=target, reply=exc.reply)
     if rel.monitor is not None:

@@ -93,8 +93,8 @@ class WebhookService:
         batch_size: int = 100,
         block_ms: int = 1000,
         poll_s: float = 0.25,
-        claim_idle_s: float = 30.0,
-        lease_margin_s: float = 30.0,
+        claim_idle_s: float | None = None,
+        lease_margin_s: float | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
@@ -109,6 +109,10 @@ class WebhookService:
         # XREADGROUP blocks on a pooled connection whose socket timeout is 5 s: stay well under it.
         self.block_ms = block_ms
         self.poll_s = poll_s
+        if claim_idle_s is None:
+            claim_idle_s = self.settings.webhook_claim_idle_s
+        if lease_margin_s is None:
+            lease_margin_s = self.settings.webhook_lease_margin_s
         self.claim_idle_ms = int(claim_idle_s * 1000)
         # An attempt cannot outlive the HTTP timeout, so a lease this long is never cut short by a
         # live sender; a dead sender's delivery comes due again when it runs out.

@@ -22,9 +22,21 @@ async def health(request: web.Request) -> web.Response:
             redis_ok = True
         except StoreUnavailable:
             pass
-    esl_ok = bool(svc.esl and svc.esl.connected)
-    status = 200 if redis_ok and esl_ok else 503
-    body: dict[str, Any] = {"ok": status == 200, "redis": redis_ok, "freeswitch": esl_ok}
+    boxes = list(svc.switches)
+    owned = svc.calls.ownership.owned
+    switches = {
+        box.id: {"connected": box.connected, "handled_here": box.id in owned, "channels": len(box.channels)}
+        for box in boxes
+    }
+    # Ready while Redis answers and at least one box is reachable (calls on a box that is down
+    # cannot be controlled, the others can); `freeswitch` is true when every box is.
+    status = 200 if redis_ok and any(box.connected for box in boxes) else 503
+    body: dict[str, Any] = {
+        "ok": status == 200,
+        "redis": redis_ok,
+        "freeswitch": all(box.connected for box in boxes),
+        "switches": switches,
+    }
     if embedded is not None:
         body["embedded_redis"] = embedded.status()
     return web.json_response(body, status=status)
