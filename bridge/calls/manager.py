@@ -159,7 +159,18 @@ class CallManager:
         log.info("box_taken_over", box=box_id, mark=mark, replayed=replayed)
         box = self.svc.switches.get(box_id)
         if box is not None and box.connected:
-            self.svc.spawn(self.resync.run(box), name=f"resync:{box_id}")
+            self.svc.spawn(self._resync_after_replay(box, self._last.get(box_id)), name=f"resync:{box_id}")
+
+    async def _resync_after_replay(self, box: SwitchBox, upto: tuple[str, int] | None) -> None:
+        """Resync once the replayed events are handled, so a hangup the last holder missed is
+        ended with its own cause, not as a vanished channel."""
+        deadline = time.monotonic() + 10.0
+        while upto is not None and time.monotonic() < deadline:
+            inflight = self._inflight.get(box.id)
+            if not inflight or min(inflight) > upto[1]:
+                break
+            await asyncio.sleep(0.02)
+        await self.resync.run(box)
 
     def _box_lost(self, box_id: str) -> None:
         self._inflight.pop(box_id, None)

@@ -75,6 +75,7 @@ class BoxOwnership:
         self._on_acquired = on_acquired
         self._on_lost = on_lost
         self._free_rounds: dict[str, int] = {}
+        self._acquired_at: dict[str, float] = {}
         self._last_release = 0.0
         # Bridges prefer different boxes first, so two starting at once do not race for one.
         start = int(hashlib.sha256(holder.encode()).hexdigest(), 16) % len(boxes)
@@ -86,10 +87,16 @@ class BoxOwnership:
     def owns(self, box: str) -> bool:
         return box in self.owned
 
+    @property
+    def _live_window_ms(self) -> int:
+        # A live bridge beats every third of a lease: one that missed a whole lease is gone,
+        # and so are its leases by then.
+        return self.lease_ms + int(self.interval * 1000)
+
     async def alive(self, holder: str) -> bool:
-        """Has that bridge renewed its heartbeat within three leases?"""
+        """Has that bridge beaten within the last lease?"""
         seen = await self.redis.zscore(keys.bridges(), holder)
-        return seen is not None and seen >= time.time() * 1000 - 3 * self.lease_ms
+        return seen is not None and seen >= time.time() * 1000 - self._live_window_ms
 
     async def run(self) -> None:
         while True:
@@ -111,7 +118,7 @@ class BoxOwnership:
                 self.owned.discard(box)
                 log.warning("box_lease_lost", box=box)
                 self._on_lost(box)
-        live = await self.redis.zcount(keys.bridges(), now_ms - 3 * self.lease_ms, "+inf")
+        live = await self.redis.zcount(keys.bridges(), now_ms - self._live_window_ms, "+inf")
         share = math.ceil(len(self.boxes) / max(1, live))
         for box in self.boxes:
             if box in self.owned:
@@ -127,10 +134,15 @@ class BoxOwnership:
                 continue
             self._free_rounds.pop(box, None)
             self.owned.add(box)
+            self._acquired_at[box] = time.monotonic()
             log.info("box_lease_taken", box=box, mark=mark, share=share, live_bridges=live)
             await self._on_acquired(box, mark)
-        if len(self.owned) > share and time.monotonic() - self._last_release > 2 * self.interval:
-            box = sorted(self.owned)[-1]
+        # Handing back: one box at a time, never one taken within the last few leases (a box
+        # taken over from a dead bridge is not given back while that bridge still looks alive).
+        now = time.monotonic()
+        settled = [b for b in self.owned if now - self._acquired_at.get(b, 0.0) > 3 * self.lease_ms / 1000]
+        if len(self.owned) > share and settled and now - self._last_release > 2 * self.interval:
+            box = sorted(settled)[-1]
             await self.release(box)
             self._last_release = time.monotonic()
             log.info("box_lease_handed_back", box=box, share=share, live_bridges=live)
