@@ -211,7 +211,9 @@ async def test_a_bridge_killed_mid_traffic_loses_no_call_and_no_webhook(
             if not killed and time.monotonic() - started > 2.5:
                 victim.kill9()
                 killed = True
+                takeover = asyncio.create_task(time_to_take_over(survivor))
         await asyncio.gather(*tasks)
+        took_s = await takeover
 
         async def settled() -> bool:
             live = await store.smembers(keys.live_sessions())
@@ -245,12 +247,25 @@ async def test_a_bridge_killed_mid_traffic_loses_no_call_and_no_webhook(
         status, health = await survivor.health()
         assert status == 200 and all(s["handled_here"] for s in health["switches"].values()), health
         redelivered = sum(n - 1 for n in deliveries.values())
-        print(f"calls={len(placed)} verbs={dict(verbs_ok)} events={len(emitted)} redelivered={redelivered}")
+        print(
+            f"calls={len(placed)} verbs={dict(verbs_ok)} events={len(emitted)} "
+            f"redelivered={redelivered} takeover_s={took_s:.2f}"
+        )
     finally:
         for bridge in bridges:
             bridge.ensure_gone()
         await receiver.stop()
         await store.aclose()
+
+
+async def time_to_take_over(survivor: BridgeProcess) -> float:
+    """Seconds from now (the kill) until the survivor reports handling every box."""
+    killed_at = time.monotonic()
+    while True:
+        _, health = await survivor.health()
+        if all(s["handled_here"] for s in health["switches"].values()):
+            return time.monotonic() - killed_at
+        await asyncio.sleep(0.05)
 
 
 async def outbox_events(store: Any) -> list[Any]:
