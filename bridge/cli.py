@@ -68,8 +68,8 @@ async def _run(settings: Settings) -> int:
     async def start() -> None:
         await runtime.start(esl_wait=None)
         assert runtime.endpoint is not None
-        esl = settings.esl
-        where = f"{runtime.endpoint.base_url} (FreeSWITCH at {esl.host}:{esl.port})"
+        boxes = ", ".join(f"{t.box} at {t.host}:{t.port}" for t in settings.switches)
+        where = f"{runtime.endpoint.base_url} (FreeSWITCH: {boxes})"
         print(f"bridge listening on {where}", flush=True)
 
     return await _serve(start, runtime.stop)
@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     bridge_logging.configure()
     settings = Settings.from_env()
     if args.command == "run":
+        try:
+            settings.switches  # noqa: B018 - a bad box list is refused before anything starts
+        except (ValueError, OSError) as exc:
+            print(f"bridge: {exc}", file=sys.stderr)
+            return 2
         return asyncio.run(_run(settings))
     if args.command == "sandbox":
         changes: dict[str, object] = {}

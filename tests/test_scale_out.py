@@ -232,3 +232,42 @@ async def test_two_bridges_share_the_boxes_and_handle_each_event_once(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# ---------------------------------------------------------------- naming the boxes
+
+
+def test_the_box_list_is_read_from_the_url_list_or_a_file(tmp_path: Path):
+    from bridge.config import Settings
+
+    listed = Settings().with_(esl_url="esl://:pw@10.0.0.1:8021#east, esl://:pw2@10.0.0.2")
+    assert [(t.box, t.host, t.port, t.password) for t in listed.switches] == [
+        ("east", "10.0.0.1", 8021, "pw"),
+        ("10.0.0.2:8021", "10.0.0.2", 8021, "pw2"),
+    ]
+    boxes = tmp_path / "switches"
+    boxes.write_text("# the lab\nesl://:a@127.0.0.1:8021#fs1\n\nesl://:b@127.0.0.1:8022#fs2\n")
+    from_file = Settings().with_(switches_file=str(boxes))
+    assert [t.box for t in from_file.switches] == ["fs1", "fs2"]
+
+
+@pytest.mark.parametrize(
+    ("esl_url", "says"),
+    [
+        ("esl://:x@h:1#a,esl://:x@h:2#a", "must be unique"),
+        ("esl://:x@h:1#bad*name", "switch name"),
+        ("esl://:x@h:1#a}b", "switch name"),
+        ("http://h:1", "must start with esl://"),
+        (" , ", "no FreeSWITCH box"),
+    ],
+)
+def test_a_bad_box_list_stops_bridge_run_with_a_clear_message(esl_url: str, says: str):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "BRIDGE_ESL_URL": esl_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "run"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert says in done.stderr and "Traceback" not in done.stderr
