@@ -141,6 +141,11 @@ class Settings:
     recording_url_secret: str = ""
     recording_url_ttl_s: int = 900
 
+    # Metrics (docs/metrics.md): a bearer token for GET /metrics (empty: no auth, like /healthz), and
+    # how often the values a scrape cannot read itself (the webhook queue depth) are refreshed.
+    metrics_token: str = ""
+    metrics_refresh_s: float = 5.0
+
     instance_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
     @classmethod
@@ -192,6 +197,8 @@ class Settings:
             scheduler_interval_s=_env_float("BRIDGE_SCHEDULER_INTERVAL_S", d.scheduler_interval_s),
             recording_url_secret=_env("BRIDGE_RECORDING_URL_SECRET", d.recording_url_secret),
             recording_url_ttl_s=_env_int("BRIDGE_RECORDING_URL_TTL_S", d.recording_url_ttl_s),
+            metrics_token=_env("BRIDGE_METRICS_TOKEN", d.metrics_token),
+            metrics_refresh_s=_env_float("BRIDGE_METRICS_REFRESH_S", d.metrics_refresh_s),
         )
 
     @property

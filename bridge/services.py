@@ -18,6 +18,7 @@ from ulid import ULID
 
 from bridge.config import Settings
 from bridge.media.tokens import TokenStore
+from bridge.metrics import BridgeMetrics
 from bridge.store.tenants import TenantStore
 from bridge.tasks import cancel_and_wait
 from bridge.webhooks.outbox import Outbox
@@ -46,6 +47,8 @@ class Services:
         self.tenants = TenantStore(redis)
         self.tokens = TokenStore(redis)
         self.outbox = Outbox(redis)
+        # This process's Prometheus metrics, on a registry of their own (GET /metrics, docs/metrics.md).
+        self.metrics = BridgeMetrics()
         self.sim: SwitchSimulator | None = None
         # Unique per process start: who holds a box's lease (bridge.calls.ownership).
         self.holder_id = f"{settings.instance_id}:{ULID()}"

@@ -19,9 +19,10 @@ def create_app(services: Services, *, sandbox: bool = False) -> web.Application:
 
 
 def setup_routes(app: web.Application, *, sandbox: bool) -> None:
-    from bridge.api.routes import health, openapi
+    from bridge.api.routes import health, metrics, openapi
 
     health.setup(app)
+    metrics.setup(app)
     openapi.setup(app)
     _setup_optional(app, sandbox=sandbox)
 

@@ -244,6 +244,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/openapi.json", "This document", "meta", "none", 200, {"type": "object"}, (400, 431),
     ),
     Operation(
+        "GET", "/metrics", "Prometheus metrics of this process (docs/metrics.md)", "meta", "none", 200,
+        {"type": "string"}, (400, 401, 431), answer_type="text/plain",
+        description="No auth unless BRIDGE_METRICS_TOKEN is set; then `Authorization: Bearer <token>`, "
+        "else 401.",
+    ),
+    Operation(
         "GET", "/console", "The supervisor console (HTML)", "supervisors", "none", 200,
         {"type": "string"}, (400, 431), answer_type="text/html",
     ),
