@@ -40,7 +40,7 @@ from bridge.store.redis import StoreUnavailable
 if TYPE_CHECKING:
     from bridge.esl.client import EslClient
 
-__all__ = ["CONTENT_TYPE_LATEST", "METRIC_NAMES", "BridgeMetrics", "box_of", "redis_error_kind"]
+__all__ = ["CONTENT_TYPE_LATEST", "METRIC_NAMES", "BridgeMetrics", "redis_error_kind"]
 
 # Seconds. The control path answers in a few ms; an ESL command in well under one; `originate`
 # (bgapi) waits for the far end to answer, hence the long tail.
@@ -137,8 +137,9 @@ class BridgeMetrics:
         )
         self.esl_events = Counter(
             "bridge_esl_events",
-            "ESL events ingested by the call layer, by Event-Name (CUSTOM: subclass); unknown names: other",
-            ["event"],
+            "ESL events handled by this bridge's call layer (the boxes whose lease it holds), by box and "
+            "Event-Name (CUSTOM: the subclass); names the bridge does not subscribe to: other",
+            ["box", "event"],
             registry=r,
         )
         self.live_sessions = Gauge(
@@ -178,8 +179,8 @@ class BridgeMetrics:
         self._verbs: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._commands: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._command_names: dict[str, str] = {}
-        self._events: dict[str, Any] = {}
-        self._live: dict[str, Any] = {}
+        self._events: dict[str, dict[str, Any]] = {}
+        self._live: dict[str, tuple[str, Any]] = {}
 
     # ------------------------------------------------------------ exposition
 
@@ -222,10 +223,17 @@ class BridgeMetrics:
         self._command_names[name] = name
         return name
 
-    def esl_event(self, key: str) -> None:
-        child = self._events.get(key)
+    def esl_event(self, box: str, key: str) -> None:
+        children = self._events.get(box)
+        if children is None:
+            children = self._events[box] = {}
+        child = children.get(key)
         if child is None:
-            child = self._events[key] = self.esl_events.labels(key if key in KNOWN_EVENTS else OTHER)
+            if key not in KNOWN_EVENTS:  # not cached under its own name: the dict stays bounded
+                key = OTHER
+                child = children.get(key)
+            if child is None:
+                child = children[key] = self.esl_events.labels(box, key)
         child.inc()
 
     def watch_switch(self, box: str, esl: EslClient) -> None:
@@ -239,13 +247,22 @@ class BridgeMetrics:
             return
         child = self.live_sessions.labels(box, voice_agent or "none")
         child.inc()
-        self._live[call_id] = child
+        self._live[call_id] = (box, child)
+
+    def counts_session(self, call_id: str) -> bool:
+        return call_id in self._live
 
     def session_ended(self, call_id: str) -> None:
         """Once per started session, whoever calls it first; any other call is a no-op."""
-        child = self._live.pop(call_id, None)
-        if child is not None:
-            child.dec()
+        found = self._live.pop(call_id, None)
+        if found is not None:
+            found[1].dec()
+
+    def sessions_handed_over(self, box: str) -> None:
+        """This process no longer handles the box's events (its lease was lost or handed back):
+        the bridge that takes the box over counts its sessions from now on (bridge.calls.resync)."""
+        for call_id in [c for c, (b, _) in self._live.items() if b == box]:
+            self.session_ended(call_id)
 
     # ------------------------------------------------------------ webhooks
 
@@ -297,9 +314,4 @@ class _SwitchCollector:
             dropped.add_metric([box], float(esl.dropped_events))
         yield connected
         yield dropped
-
-
-def box_of(switch: Any) -> str:
-    """The FreeSWITCH box a Switch talks to (one box today: "default")."""
-    return getattr(switch, "box", "default")
 

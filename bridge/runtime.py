@@ -89,7 +89,9 @@ class BridgeRuntime:
         boxes = []
         for target in settings.switches:
             esl = EslClient(target.host, target.port, target.password, command_timeout=timeout)
-            boxes.append(SwitchBox(target.box, esl, Switch(esl, command_timeout=timeout, box=target.box)))
+            switch = Switch(esl, command_timeout=timeout, box=target.box, metrics=svc.metrics)
+            boxes.append(SwitchBox(target.box, esl, switch))
+            svc.metrics.watch_switch(target.box, esl)
         svc.switches = SwitchPool(boxes)
         svc.calls = CallManager(svc)
         svc.monitors = Monitors(svc)

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from bridge.api.body import check_headers, read_json_object
 from bridge.errors import ApiError, SwitchError, SwitchUnavailable
+from bridge.services import SERVICES_KEY
 from bridge.store.redis import StoreUnavailable
 
 # read_json_object lives in bridge.api.body; the routes import it from here.
@@ -82,6 +83,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except (StoreUnavailable, RedisError, ConnectionError) as exc:
         log.error("store_unavailable", error=str(exc))
+        services = request.app.get(SERVICES_KEY)
+        if services is not None:
+            services.metrics.redis_error("api", exc)
         response = json_error(
             503,
             "store_unavailable",
@@ -103,6 +107,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.force_close()
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
+
+
+def error_outcome(exc: BaseException) -> tuple[int, str]:
+    """The status and code error_middleware answers `exc` with (the control metrics count them)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code
+    if isinstance(exc, SwitchUnavailable):
+        return 503, "switch_unavailable"
+    if isinstance(exc, SwitchError):
+        return 502, exc.code
+    if isinstance(exc, (StoreUnavailable, RedisError, ConnectionError)):
+        return 503, "store_unavailable"
+    if isinstance(exc, web.HTTPException):
+        return exc.status, _HTTP_CODES.get(exc.status, "http_error")
+    return 500, "internal_error"
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str] | None:

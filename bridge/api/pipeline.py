@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from bridge.api import idempotency as idem
 from bridge.api.admission import Admitter
 from bridge.api.auth import Principal, bearer, credential_key, principal_from
-from bridge.api.errors import ApiError, error_body, read_json_object, validation_error
+from bridge.api.errors import ApiError, error_body, error_outcome, read_json_object, validation_error
 from bridge.calls.sessions import Session, iso
 from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
@@ -61,6 +61,11 @@ _NOT_VERB_MODULES = {"base", "models"}
 _REDIS_TIMEOUT_S = 5.0
 
 T = TypeVar("T")
+
+# Per request: the verb (once the body has parsed) and the answer's error code, for the metrics.
+VERB_KEY = "control_verb"
+CODE_KEY = "control_code"
+UNKNOWN_VERB = "unknown"  # the body did not parse as a verb: no name to count it under
 
 
 def load_verbs() -> None:
@@ -85,6 +90,7 @@ class ControlPipeline:
     def __init__(self, svc: Services) -> None:
         load_verbs()
         self.svc = svc
+        self.metrics = svc.metrics
         settings = svc.settings
         self.rate_limit = settings.rate_limit_per_s
         self.long_ttl_s = settings.idempotency_ttl_s
@@ -104,6 +110,22 @@ class ControlPipeline:
         )
 
     async def handle(self, request: web.Request) -> web.Response:
+        """One control request, counted and timed (bridge_control_verbs_total, by the status and
+        code the client gets; an exception's are the ones bridge.api.errors answers it with)."""
+        started = time.perf_counter()
+        try:
+            response = await self._handle(request)
+        except Exception as exc:
+            status, code = error_outcome(exc)
+            elapsed = time.perf_counter() - started
+            self.metrics.verb(request.get(VERB_KEY, UNKNOWN_VERB), status, code, elapsed)
+            raise
+        elapsed = time.perf_counter() - started
+        code = response.get(CODE_KEY) or ("ok" if response.status < 400 else "error")
+        self.metrics.verb(request.get(VERB_KEY, UNKNOWN_VERB), response.status, code, elapsed)
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
         call_id = request.match_info["call_id"]
         request_id: str = request["request_id"]
         secret = bearer(request)
@@ -117,6 +139,7 @@ class ControlPipeline:
         problem: ApiError | None = None
         try:
             cmd = self._parse(await read_json_object(request))
+            request[VERB_KEY] = cmd.event  # one of the 25 names: the body was validated
             spec = REGISTRY.get(cmd.event)
             if spec is None:
                 raise ApiError(
@@ -163,7 +186,9 @@ class ControlPipeline:
         if gate.kind == "wait":
             gate = await self._wait_for_owner(call_id, request_id, key, fp)
         if gate.kind == "replay":
-            return _response(gate.status, gate.body, {idem.REPLAYED_HEADER: "true"})
+            replay = _response(gate.status, gate.body, {idem.REPLAYED_HEADER: "true"})
+            replay[CODE_KEY] = "replayed"
+            return replay
         if gate.kind == "mismatch":
             raise ApiError(
                 422,
@@ -247,6 +272,7 @@ class ControlPipeline:
         settled = key is None
         try:
             headers: dict[str, str] | None = None
+            code = "ok"
             try:
                 if ctx.session.terminal and not spec.allow_terminal:
                     raise ApiError(
@@ -269,14 +295,16 @@ class ControlPipeline:
             except ApiError as exc:
                 if not idem.cacheable(exc.status):
                     raise
-                status, headers = exc.status, exc.headers or None
+                status, headers, code = exc.status, exc.headers or None, exc.code
                 text = _json(error_body(exc.code, exc.message, **exc.extra))
             log.debug("control_verb", call_id=ctx.call_id, verb=spec.name, status=status)
             if key is not None:
                 ttl = self.short_ttl_s if spec.idempotency == "action" else self.long_ttl_s
                 self._store_later(ctx.call_id, key, ctx.request_id, status, text, ttl)
                 settled = True
-            return _response(status, text, headers)
+            response = _response(status, text, headers)
+            response[CODE_KEY] = code
+            return response
         finally:
             if not settled:
                 assert key is not None

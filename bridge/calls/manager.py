@@ -173,6 +173,7 @@ class CallManager:
         await self.resync.run(box)
 
     def _box_lost(self, box_id: str) -> None:
+        self.svc.metrics.sessions_handed_over(box_id)
         self._inflight.pop(box_id, None)
         self._last.pop(box_id, None)
 
@@ -181,6 +182,7 @@ class CallManager:
             await self.resync.run(box)
 
     def _route(self, event: Event) -> None:
+        self.svc.metrics.esl_event(event.origin or "default", event.key)
         if event.origin:
             seq = _sequence(event)
             self._last[event.origin] = (event.get("Core-UUID"), seq)
@@ -204,7 +206,8 @@ class CallManager:
             for handler in self._handlers.get(event.key, ()):
                 try:
                     await handler(event)
-                except Exception:
+                except Exception as exc:
+                    self.svc.metrics.redis_error("calls", exc)
                     # `esl_event`, not `event`: structlog's first argument is the event, and a
                     # clash here raised inside the except and killed this call's worker.
                     log.exception(
@@ -317,6 +320,9 @@ class CallManager:
             session.subprotocol = agent.subprotocol
             session.token_lifetime = agent.token_lifetime
         await self.svc.sessions.create(session)
+        self.svc.metrics.session_started(
+            call_id, box=self.svc.switches.box_of(session).id, voice_agent=session.voice_agent_id
+        )
         await self.emit_call_started(session)
         if agent is None:
             log.warning("no_voice_agent_configured", call_id=call_id, tenant_id=tenant_id)
@@ -355,6 +361,10 @@ class CallManager:
 
     async def _resume_setup(self, session: Session) -> None:
         """Finish the setup a dead bridge began: every step below is safe to repeat."""
+        # Its session is this process's to carry now (bridge_live_sessions).
+        self.svc.metrics.session_started(
+            session.call_id, box=self.svc.switches.box_of(session).id, voice_agent=session.voice_agent_id
+        )
         agent = await self.svc.voice_agents.get(session.voice_agent_id or "", session.tenant_id)
         if agent is None or not await self.svc.voice_agents.acquire_slot(agent, session.call_id):
             await self.reject(session, "no_voice_agent_configured", cause="SERVICE_UNAVAILABLE")
@@ -535,7 +545,10 @@ class CallManager:
 
     async def finish(self, call_id: str, outcome: str, reason: str = "") -> bool:
         """End the AI session once (any instance may try; one wins) and fire ai_session.ended."""
-        if not await self.svc.sessions.end(call_id, outcome, reason):
+        ended = await self.svc.sessions.end(call_id, outcome, reason)
+        # Terminal now, whoever ended it: bridge_live_sessions counts it no more.
+        self.svc.metrics.session_ended(call_id)
+        if not ended:
             return False
         for timer in self._timers.pop(call_id, []):
             timer.cancel()
@@ -591,6 +604,8 @@ class CallManager:
 
     async def call_ended(self, session: Session, cause: str) -> None:
         call_id = session.call_id
+        # The session may have been ended by another instance (a verb sent there): it is over here too.
+        self.svc.metrics.session_ended(call_id)
         await self.svc.sessions.update(call_id, hangup_cause=cause, call_ended_at=time.time())
         if not session.terminal:
             if session.answered:

@@ -116,6 +116,7 @@ async def originate_ai_call(
     # Counted on its box now, not at its CHANNEL_CREATE: a burst of calls must not all pick one box.
     box.channels.add(call_id)
     await svc.sessions.create(session)
+    svc.metrics.session_started(call_id, box=box.id, voice_agent=agent.id)
     await svc.redis.set(keys.call_owner(call_id), svc.holder_id, ex=keys.CALL_OWNER_TTL_S)
     await svc.calls.emit_call_started(session)
     svc.spawn(_dial(svc, session, command), name=f"originate:{call_id}")

@@ -45,8 +45,11 @@ class Resync:
             return
         alive = {row.get("uuid") for row in rows}
         box.channels = {uuid for uuid in alive if isinstance(uuid, str)}
+        metrics = self.svc.metrics
         for call_id in await self.svc.sessions.live_call_ids():
             if call_id in alive:
+                if not metrics.counts_session(call_id):
+                    await self._count_live(call_id, box)
                 continue
             session = await self.svc.sessions.get(call_id)
             if session is None:
@@ -64,6 +67,15 @@ class Resync:
             await self.calls.call_ended(session, "LOSE_RACE" if not session.answered else "UNKNOWN")
         await self.free_orphan_slots()
         log.info("resynced", box=box.id, channels=len(alive))
+
+    async def _count_live(self, call_id: str, box: SwitchBox) -> None:
+        """A live call on a box this bridge now handles (a takeover, a restart) that it did not
+        start itself: bridge_live_sessions counts it here from now on."""
+        session = await self.svc.sessions.get(call_id)
+        if session is None or session.terminal:
+            return
+        if session.switch_id == box.id or (not session.switch_id and box is self.svc.switches.default):
+            self.svc.metrics.session_started(call_id, box=box.id, voice_agent=session.voice_agent_id)
 
     async def free_orphan_slots(self) -> None:
         live = await self.svc.sessions.live_call_ids()

@@ -7,6 +7,7 @@ SwitchUnavailable (503). It sends nothing but a `Command`.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -16,6 +17,7 @@ from bridge.errors import SwitchError, SwitchUnavailable
 
 if TYPE_CHECKING:
     from bridge.esl.client import EslClient
+    from bridge.metrics import BridgeMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -27,36 +29,64 @@ def queue_dialplan(queue: str, domain: str) -> Arg:
 
 
 class Switch:
-    def __init__(self, esl: EslClient, *, command_timeout: float = 10.0, box: str = "default") -> None:
+    def __init__(
+        self,
+        esl: EslClient,
+        *,
+        command_timeout: float = 10.0,
+        box: str = "default",
+        metrics: BridgeMetrics | None = None,
+    ) -> None:
         self.esl = esl
         self.command_timeout = command_timeout
-        self.box = box  # the box's name (bridge.calls.pool)
+        self.box = box  # the box's name (bridge.calls.pool; the metrics' `box` label)
+        self.metrics = metrics
 
     async def api(self, command: Command, *, timeout: float | None = None) -> str:
         from bridge.esl.client import EslCommandError, EslConnectionError, EslTimeout
 
         _require_command(command)
+        started = time.perf_counter()
+        result = "cancelled"  # unless one of the outcomes below
         try:
-            return await self.esl.api(command, timeout=timeout or self.command_timeout)
+            reply = await self.esl.api(command, timeout=timeout or self.command_timeout)
+            result = "ok"
+            return reply
         except EslCommandError as exc:
+            result = "error"
             raise SwitchError(command, exc.reply) from exc
         except EslTimeout as exc:
+            result = "timeout"
             raise SwitchUnavailable(f"no reply to {command.split(' ')[0]} in time") from exc
         except EslConnectionError as exc:
+            result = "disconnected"
             raise SwitchUnavailable(str(exc)) from exc
+        finally:
+            if self.metrics is not None:
+                self.metrics.esl_command(self.box, command, result, time.perf_counter() - started)
 
     async def bgapi(self, command: Command, *, timeout: float | None = None) -> str:
         from bridge.esl.client import EslCommandError, EslConnectionError, EslTimeout
 
         _require_command(command)
+        started = time.perf_counter()
+        result = "cancelled"  # unless one of the outcomes below
         try:
-            return await self.esl.bgapi(command, timeout=timeout or self.command_timeout)
+            reply = await self.esl.bgapi(command, timeout=timeout or self.command_timeout)
+            result = "ok"
+            return reply
         except EslCommandError as exc:
+            result = "error"
             raise SwitchError(command, exc.reply) from exc
         except EslTimeout as exc:
+            result = "timeout"
             raise SwitchUnavailable(f"job {command.split(' ')[0]} did not finish in time") from exc
         except EslConnectionError as exc:
+            result = "disconnected"
             raise SwitchUnavailable(str(exc)) from exc
+        finally:
+            if self.metrics is not None:
+                self.metrics.esl_command(self.box, command, result, time.perf_counter() - started)
 
     # ------------------------------------------------------------ channel basics
 

@@ -98,6 +98,7 @@ class WebhookService:
     ) -> None:
         self.services = services
         self.settings = services.settings
+        self.metrics = services.metrics
         self.redis = services.redis
         self.store = WebhookStore(self.redis)
         self.queue = DeliveryQueue(self.redis)
@@ -139,6 +140,7 @@ class WebhookService:
         self._loops = [
             self.services.spawn(self._consume_loop(), name="webhooks.consume"),
             self.services.spawn(self._dispatch_loop(), name="webhooks.dispatch"),
+            self.services.spawn(self._queue_depth_loop(), name="webhooks.queue_depth"),
         ]
         log.info("webhooks_started", consumer=self.consumer)
 
@@ -180,6 +182,31 @@ class WebhookService:
                 if info.get("name") == self.consumer and int(info.get("pending", 0)) == 0:
                     await self.redis.xgroup_delconsumer(keys.outbox(), self.group, self.consumer)
 
+    # ------------------------------------------------------------------ queue depth (metrics)
+
+    async def _queue_depth_loop(self) -> None:
+        """Keep bridge_webhook_queue_depth fresh: a scrape cannot ask Redis itself (it is not async)."""
+        while not self._stopping:
+            try:
+                await self.refresh_queue_depth()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self.metrics.redis_error("webhooks", exc):
+                    log.exception("webhooks_queue_depth_failed")
+            await asyncio.sleep(self.settings.metrics_refresh_s)
+
+    async def refresh_queue_depth(self) -> None:
+        """outbox: entries the consumer group has read but not fanned out yet (pending), plus those
+        no consumer has read (the group's `lag`, Redis 7+; not known on 6.2); deliveries: every
+        delivery not yet delivered or given up (due, waiting for a retry, or being sent)."""
+        outbox = 0
+        for group in await self.redis.xinfo_groups(keys.outbox()):
+            if group.get("name") == self.group:
+                outbox = int(group.get("pending") or 0) + int(group.get("lag") or 0)
+        deliveries = int(await self.redis.zcard(keys.webhook_retry_queue()))
+        self.metrics.webhook_queue_depth(outbox, deliveries)
+
     # ------------------------------------------------------------------ outbox -> deliveries
 
     async def _consume_loop(self) -> None:
@@ -211,7 +238,8 @@ class WebhookService:
                 log.exception("webhooks_consume_failed")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except Exception:
+            except Exception as exc:
+                self.metrics.redis_error("webhooks", exc)
                 log.exception("webhooks_consume_failed")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -294,7 +322,8 @@ class WebhookService:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                self.metrics.redis_error("webhooks", exc)
                 log.exception("webhooks_dispatch_failed")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -318,8 +347,9 @@ class WebhookService:
     def _attempt_done(self, task: asyncio.Task[Any]) -> None:
         self._inflight.discard(task)
         self._wake.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhooks_attempt_crashed", task=task.get_name(), exc_info=task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.metrics.redis_error("webhooks", exc)
+            log.error("webhooks_attempt_crashed", task=task.get_name(), exc_info=exc)
 
     async def _run(self, delivery_id: str, lease: int) -> None:
         try:
@@ -455,6 +485,8 @@ class WebhookService:
             fields=fields,
             terminal_ttl_s=ttl,
         )
+        # A paused subscription's delivery is parked without an HTTP attempt: no duration to observe.
+        self.metrics.webhook_attempt(outcome, None if force_dead else result.duration_ms / 1000)
         log_fn = log.info if outcome == DELIVERED else log.warning
         log_fn(
             "webhook_attempt",

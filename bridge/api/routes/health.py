@@ -20,8 +20,8 @@ async def health(request: web.Request) -> web.Response:
         try:
             await ping(svc.redis)
             redis_ok = True
-        except StoreUnavailable:
-            pass
+        except StoreUnavailable as exc:
+            svc.metrics.redis_error("healthz", exc)
     boxes = list(svc.switches)
     owned = svc.calls.ownership.owned
     switches = {
