@@ -24,6 +24,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -39,6 +40,10 @@ from bridge.store.redis import StoreUnavailable
 
 if TYPE_CHECKING:
     from bridge.esl.client import EslClient
+
+# No `<name>_created` series beside every counter and histogram: they would double what a scrape
+# carries and Prometheus does not need them (process-wide switch of prometheus-client).
+disable_created_metrics()
 
 __all__ = ["CONTENT_TYPE_LATEST", "METRIC_NAMES", "BridgeMetrics", "redis_error_kind"]
 

@@ -47,7 +47,7 @@ from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
 from bridge.store.redis import StoreUnavailable, dedicated
 from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
-from bridge.verbs.models import VERB_ADAPTER
+from bridge.verbs.models import VERB_ADAPTER, VERB_NAMES
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,8 @@ T = TypeVar("T")
 # Per request: the verb (once the body has parsed) and the answer's error code, for the metrics.
 VERB_KEY = "control_verb"
 CODE_KEY = "control_code"
-UNKNOWN_VERB = "unknown"  # the body did not parse as a verb: no name to count it under
+UNKNOWN_VERB = "unknown"  # the body names no verb: nothing else to count it under
+_VERB_NAMES = frozenset(VERB_NAMES)
 
 
 def load_verbs() -> None:
@@ -138,8 +139,11 @@ class ControlPipeline:
         fp = ""
         problem: ApiError | None = None
         try:
-            cmd = self._parse(await read_json_object(request))
-            request[VERB_KEY] = cmd.event  # one of the 25 names: the body was validated
+            body = await read_json_object(request)
+            event = body.get("event")
+            if isinstance(event, str) and event in _VERB_NAMES:  # a name of the code's, not the client's
+                request[VERB_KEY] = event
+            cmd = self._parse(body)
             spec = REGISTRY.get(cmd.event)
             if spec is None:
                 raise ApiError(
