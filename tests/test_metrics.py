@@ -99,16 +99,17 @@ async def test_a_call_its_verbs_and_a_webhook_move_the_metrics_by_what_was_done(
         sub = await http(sandbox, "POST", "/api/v1/webhooks", body)
         assert sub.status == 201, sub.body
 
+        box = sandbox.runtime.services.switches.default.id  # HOST:PORT of the simulator
         before = await scrape(sandbox)
         assert before.value("bridge_control_verbs_total") == 0
         assert before.value("bridge_live_sessions") == 0
-        assert before.one("bridge_esl_connected", box="default") == 1
+        assert before.one("bridge_esl_connected", box=box) == 1
 
         call = await start_call(sandbox, agent_server)
         cid, tok = call.call_id, call.token
         agent = call.metadata["voice_agent_id"]
         live = await scrape(sandbox)
-        assert live.one("bridge_live_sessions", box="default", voice_agent=agent) == 1
+        assert live.one("bridge_live_sessions", box=box, voice_agent=agent) == 1
 
         # The webhook: in flight (held by the receiver) is one delivery waiting in Redis.
         async def attempted() -> bool:
@@ -156,9 +157,9 @@ async def test_a_call_its_verbs_and_a_webhook_move_the_metrics_by_what_was_done(
         by_name = Counter(c.split(" ", 1)[0] for c in sent)
         assert by_name["uuid_answer"] == 1 and by_name["uuid_audio"] >= 3 and by_name["uuid_audio_fork"] == 1
         for name, n in by_name.items():
-            assert after.value("bridge_esl_commands_total", box="default", command=name) == n, name
-            assert after.one("bridge_esl_command_duration_seconds_count", box="default", command=name) == n
-        assert after.one("bridge_esl_commands_total", box="default", command="uuid_answer", result="ok") == 1
+            assert after.value("bridge_esl_commands_total", box=box, command=name) == n, name
+            assert after.one("bridge_esl_command_duration_seconds_count", box=box, command=name) == n
+        assert after.one("bridge_esl_commands_total", box=box, command="uuid_answer", result="ok") == 1
         assert after.value("bridge_esl_commands_total", result="error") == 0
 
         # Webhooks: one retry (the 500), one delivery, two timed attempts.
@@ -169,13 +170,13 @@ async def test_a_call_its_verbs_and_a_webhook_move_the_metrics_by_what_was_done(
         await scraped_until(sandbox, lambda s: s.one("bridge_webhook_queue_depth", queue="deliveries") == 0)
 
         # The caller hangs up: the session is no longer live.
-        assert after.one("bridge_esl_events_total", event="CHANNEL_PARK") >= 1
-        assert after.value("bridge_esl_events_total", event="CHANNEL_HANGUP_COMPLETE") == 0
+        assert after.one("bridge_esl_events_total", box=box, event="CHANNEL_PARK") >= 1
+        assert after.value("bridge_esl_events_total", box=box, event="CHANNEL_HANGUP_COMPLETE") == 0
         await end_call(sandbox, cid)
         ended = await scraped_until(
-            sandbox, lambda s: s.one("bridge_live_sessions", box="default", voice_agent=agent) == 0
+            sandbox, lambda s: s.one("bridge_live_sessions", box=box, voice_agent=agent) == 0
         )
-        assert ended.one("bridge_esl_events_total", event="CHANNEL_HANGUP_COMPLETE") == 1
+        assert ended.one("bridge_esl_events_total", box=box, event="CHANNEL_HANGUP_COMPLETE") == 1
         assert ended.value("bridge_redis_errors_total") == 0
         # Bounded labels: no call id, no tenant, no token anywhere in what a scrape carries.
         for secret in (cid, "acme", tok):
@@ -229,18 +230,26 @@ def test_what_counts_as_a_redis_error_and_of_which_kind() -> None:
 
 def test_label_values_come_from_the_code_never_from_values() -> None:
     m = BridgeMetrics(process=False)
-    m.esl_command("default", "uuid_kill 0b1f-uuid NORMAL_CLEARING", "ok", 0.001)
-    m.esl_command("default", "Not A Command", "error", 0.001)
-    m.esl_event("CHANNEL_ANSWER")
-    m.esl_event("some::custom_subclass")
-    m.session_started("c1", box="default", voice_agent=None)
-    m.session_started("c1", box="default", voice_agent=None)  # once per session
+    m.esl_command("fs1", "uuid_kill 0b1f-uuid NORMAL_CLEARING", "ok", 0.001)
+    m.esl_command("fs1", "Not A Command", "error", 0.001)
+    m.esl_event("fs1", "CHANNEL_ANSWER")
+    m.esl_event("fs1", "some::custom_subclass")
+    m.esl_event("fs1", "another::unknown")
+    m.session_started("c1", box="fs1", voice_agent=None)
+    m.session_started("c1", box="fs1", voice_agent=None)  # once per session
     m.session_ended("c1")
     m.session_ended("c1")
+    m.session_started("c2", box="fs1", voice_agent="va_1")
+    m.session_started("c3", box="fs2", voice_agent="va_1")
+    m.sessions_handed_over("fs1")  # another bridge handles fs1 now
     got = Scrape(m.render().decode())
     assert {s.labels["command"] for s in got.series("bridge_esl_commands_total")} == {"uuid_kill", "other"}
-    assert {s.labels["event"] for s in got.series("bridge_esl_events_total")} == {"CHANNEL_ANSWER", "other"}
-    assert got.one("bridge_live_sessions", box="default", voice_agent="none") == 0
+    events = {s.labels["event"] for s in got.series("bridge_esl_events_total", box="fs1")}
+    assert events == {"CHANNEL_ANSWER", "other"}
+    assert got.one("bridge_esl_events_total", box="fs1", event="other") == 2
+    assert got.one("bridge_live_sessions", box="fs1", voice_agent="none") == 0
+    assert got.one("bridge_live_sessions", box="fs1", voice_agent="va_1") == 0
+    assert got.one("bridge_live_sessions", box="fs2", voice_agent="va_1") == 1
     assert "0b1f" not in got.text and "custom_subclass" not in got.text
 
 
@@ -322,3 +331,21 @@ def test_the_dashboard_queries_only_metrics_that_exist() -> None:
     for panel in panels:
         if panel.get("type") != "row":
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+
+
+async def test_a_live_call_this_bridge_did_not_start_is_counted_once_it_resyncs_its_box(
+    sandbox: Any, agent_server: AgentServer
+) -> None:
+    call = await start_call(sandbox, agent_server)
+    svc = sandbox.runtime.services
+    box = svc.switches.default.id
+    agent = call.metadata["voice_agent_id"]
+    # As after a restart or a takeover: this process knows nothing of the call...
+    svc.metrics.sessions_handed_over(box)
+    assert (await scrape(sandbox)).one("bridge_live_sessions", box=box, voice_agent=agent) == 0
+    # ...until the resync that follows finds it live on the box; a second resync adds nothing.
+    await svc.calls.resync.run(svc.switches.default)
+    await svc.calls.resync.run(svc.switches.default)
+    assert (await scrape(sandbox)).one("bridge_live_sessions", box=box, voice_agent=agent) == 1
+    await end_call(sandbox, call.call_id)
+    await scraped_until(sandbox, lambda s: s.one("bridge_live_sessions", box=box, voice_agent=agent) == 0)
