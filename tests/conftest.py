@@ -17,7 +17,7 @@ from hypothesis import settings as hypothesis_settings
 
 from bridge.config import Settings
 from bridge.store.embedded import EmbeddedRedis
-from bridge.store.redis import connect
+from bridge.store.redis import RedisClient, connect
 from tests.sim_helpers import RawEsl
 
 # CI runs the property tests derandomized (the same examples each run, nothing stored), so a red
@@ -28,7 +28,31 @@ if os.environ.get("CI") == "true":
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-master Redis Cluster's URL (`redis+cluster://127.0.0.1:<port>`): REDIS_CLUSTER_URL
+    if set, else one started for the session from the redis-server the other tests use
+    (tests/redis_cluster.py). Tests that take it share it; use the `redis` fixture's flush, or
+    keys of your own, for isolation (a cluster has database 0 only)."""
+    url = os.environ.get("REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    from tests.redis_cluster import redis_cluster
+
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster.url
+
+
+def on_cluster() -> bool:
+    """BRIDGE_TEST_REDIS=cluster: the `redis_url` fixture (so `redis` and every sandbox) is the cluster."""
+    return os.environ.get("BRIDGE_TEST_REDIS", "").strip().lower() == "cluster"
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if on_cluster():
+        yield request.getfixturevalue("redis_cluster_url")
+        return
     url = os.environ.get("REDIS_URL")
     if url:
         yield url
@@ -42,7 +66,8 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the test Redis, emptied first (FLUSHDB; on a cluster, on every master)."""
     client = connect(redis_url)
     await client.flushdb()
     try:

@@ -1,19 +1,34 @@
-"""Redis connections (the embedded redis-server used when REDIS_URL is not set: bridge.store.embedded)."""
+"""Redis connections (the embedded redis-server used when REDIS_URL is not set: bridge.store.embedded).
+
+`connect(url)` gives a plain `redis.asyncio.Redis`, or a `redis.asyncio.RedisCluster` when the URL's
+scheme is `redis+cluster://` / `rediss+cluster://` or BRIDGE_REDIS_CLUSTER=1 (docs/redis-cluster.md).
+Code that takes a client types it `RedisClient` and works with either: every script touches the
+keys of one slot (bridge/store/keys.py), and what must span slots goes through `multi()`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+import weakref
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
+
+# Either client: what every store, loop and route is given.
+RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 class StoreUnavailable(Exception):
@@ -79,22 +94,62 @@ def cancellable_connection_class(cls: type[AbstractConnection]) -> type[Abstract
     return _CANCELLABLE.get(cls, cls)
 
 
-def connect(url: str) -> aioredis.Redis:
-    client = aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        health_check_interval=15,
-        client_name=f"bridge-{os.getpid()}",
-    )
+def cluster_url(url: str, *, cluster: bool | None = None) -> tuple[str, bool]:
+    """(the URL redis-py is given, whether it names a cluster). `redis+cluster://host:port` and
+    `rediss+cluster://` name one; so does any redis:// URL when `cluster` (BRIDGE_REDIS_CLUSTER=1)."""
+    parts = urlsplit(url)
+    plain = CLUSTER_SCHEMES.get(parts.scheme.lower())
+    if plain is not None:
+        return urlunsplit(parts._replace(scheme=plain)), True
+    if cluster is None:
+        cluster = os.environ.get("BRIDGE_REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes")
+    return url, bool(cluster)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 5.0,
+    "health_check_interval": 15,
+}
+
+
+def connect(url: str, *, cluster: bool | None = None) -> RedisClient:
+    url, on_cluster = cluster_url(url, cluster=cluster)
+    if on_cluster:
+        return _connect_cluster(url, client_name=f"bridge-{os.getpid()}", **_CLIENT_OPTIONS)
+    client = aioredis.Redis.from_url(url, client_name=f"bridge-{os.getpid()}", **_CLIENT_OPTIONS)
     pool = client.connection_pool
     # The URL picks the class (unix://, redis://, rediss://); no connection exists yet.
     pool.connection_class = cancellable_connection_class(pool.connection_class)
     return client
 
 
-def dedicated(client: aioredis.Redis, *, max_connections: int = 64) -> aioredis.Redis:
+_cluster_origin: weakref.WeakKeyDictionary[RedisCluster, tuple[str, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _connect_cluster(url: str, **options: Any) -> RedisCluster:
+    """A RedisCluster from one seed node's URL (it discovers the others with CLUSTER SLOTS)."""
+    if urlsplit(url).scheme == "unix":
+        raise ValueError("a Redis Cluster is reached over TCP: redis+cluster://host:port")
+    client = RedisCluster.from_url(url, **options)
+    _cluster_origin[client] = (url, options)
+    # Startup nodes exist already (no connection yet); nodes found later are built from the same
+    # kwargs dict, so both get the cancellable class.
+    cls = cancellable_connection_class(client.connection_kwargs["connection_class"])
+    client.connection_kwargs["connection_class"] = cls
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = cls
+    return client
+
+
+def dedicated(client: RedisClient, *, max_connections: int = 64) -> RedisClient:
     """A client of its own for the control endpoint's hot path, on the server `client` talks to
     (same address, TLS, credentials, database and parser: hiredis when installed):
 
@@ -106,7 +161,22 @@ def dedicated(client: aioredis.Redis, *, max_connections: int = 64) -> aioredis.
       `asyncio.timeout` instead (bridge.api.pipeline), which also drops the connection it cancels;
     - no retries: a script re-sent after its reply was lost could run twice (count the request
       twice, or find its own idempotency claim and wait on itself).
+
+    On a cluster: a RedisCluster of its own (its own pool per node) from the same seed URL, with
+    the same two settings. MOVED/ASK redirections are still followed (the command did not run).
     """
+    if isinstance(client, RedisCluster):
+        url, options = _cluster_origin[client]
+        return _connect_cluster(
+            url,
+            **{
+                **options,
+                "socket_timeout": None,
+                "retry": Retry(NoBackoff(), 0),
+                "max_connections": max_connections,
+                "client_name": f"bridge-{os.getpid()}-control",
+            },
+        )
     pool = client.connection_pool
     kwargs = {
         **pool.connection_kwargs,
@@ -122,7 +192,17 @@ def dedicated(client: aioredis.Redis, *, max_connections: int = 64) -> aioredis.
     )
 
 
-async def ping(client: aioredis.Redis, timeout_s: float = 2.0) -> None:
+def multi(client: RedisClient) -> Pipeline | ClusterPipeline:
+    """A pipeline for writes that span slots (an entity and a tenant's index of it, say): MULTI/EXEC
+    on one Redis; on a cluster, where one MULTI cannot span slots, a plain pipeline, whose commands
+    each node runs in order but not all-or-nothing. Callers order what they write so a reader never
+    trusts a half-done write (an index entry whose entity is missing is skipped) and make it
+    idempotent (a retry finishes it). Writes within one slot use `client.pipeline(transaction=True)`
+    or a script."""
+    return client.pipeline(transaction=not isinstance(client, RedisCluster))
+
+
+async def ping(client: RedisClient, timeout_s: float = 2.0) -> None:
     # asyncio.timeout, not wait_for: see _CancellableWrites.
     try:
         async with asyncio.timeout(timeout_s):
