@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from ulid import ULID
@@ -19,6 +18,7 @@ from ulid import ULID
 from bridge.config import Settings
 from bridge.media.tokens import TokenStore
 from bridge.metrics import BridgeMetrics
+from bridge.store.redis import RedisClient
 from bridge.store.tenants import TenantStore
 from bridge.tasks import cancel_and_wait
 from bridge.webhooks.outbox import Outbox
@@ -41,7 +41,7 @@ SERVICES_KEY: web.AppKey[Services] = web.AppKey("services")
 
 
 class Services:
-    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient) -> None:
         self.settings = settings
         self.redis = redis
         self.tenants = TenantStore(redis)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from yotel.errors import ValidationError
 
+from bridge.store import keys
 from tests.conftest import AgentServer, in_thread
 from tests.helpers import commands, control, sandbox_with, sdk, snapshot, start_call
 
@@ -129,7 +130,7 @@ async def test_strong_verbs_keep_their_answer_past_the_action_window(sandbox, ag
     await asyncio.sleep(1.2)
     again = await control(sandbox, call.call_id, {"event": "hold"}, auth=call.token, idempotency_key="h")
     assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
-    ttl = await sandbox.runtime.services.redis.ttl(f"bridge:idem:{call.call_id}:h")
+    ttl = await sandbox.runtime.services.redis.ttl(keys.idempotency(call.call_id, "h"))
     assert 86000 < ttl <= 86400
 
 
@@ -161,7 +162,7 @@ async def test_log_and_get_call_state_ignore_the_key(sandbox, agent_server: Agen
         sandbox, call.call_id, {"event": "get_call_state"}, auth=call.token, idempotency_key="L"
     )
     assert state.status == 200 and "Idempotent-Replayed" not in state.headers
-    assert not await sandbox.runtime.services.redis.exists(f"bridge:idem:{call.call_id}:L")
+    assert not await sandbox.runtime.services.redis.exists(keys.idempotency(call.call_id, "L"))
 
 
 async def test_switch_failures_are_not_cached(sandbox, agent_server: AgentServer):

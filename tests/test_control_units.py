@@ -14,6 +14,7 @@ from bridge.api.idempotency import IdempotencyStore, cacheable, check_key, finge
 from bridge.api.ratelimit import RateLimiter
 from bridge.calls.sessions import Session
 from bridge.config import Settings
+from bridge.store import keys
 from bridge.store.redis import connect
 from bridge.verbs.call_control import transfer_dialplan
 from bridge.verbs.common import Step, run_steps
@@ -101,7 +102,7 @@ async def test_the_rate_limit_is_checked_before_the_key_is_claimed(redis: aiored
     assert (await store.gate("c", "r1", key="a", fp="f")).kind == "claimed"
     limited = await store.gate("c", "r2", key="b", fp="f")
     assert limited.kind == "limited" and limited.limited is not None
-    assert not await redis.exists("bridge:idem:c:b")
+    assert not await redis.exists(keys.idempotency("c", "b"))
     # Polling a held key does not count against the limit.
     assert (await store.gate("c", "r3", key="a", fp="f", check_rate=False)).kind == "wait"
 

@@ -21,15 +21,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bridge.api.idempotency import CLAIM_LUA, GateResult, gate_result
 from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS
 from bridge.store import keys
+from bridge.store.redis import RedisClient, is_cluster
 
 # KEYS[1] credential hash, KEYS[2] session hash, KEYS[3] rate window, KEYS[4] idempotency hash (opt.)
 # ARGV[1] 'token' | 'key', ARGV[2] call_id, ARGV[3] scope a key needs, ARGV[4] limit,
 # ARGV[5] window ms, ARGV[6] request id, ARGV[7] fingerprint, ARGV[8] lease ms
+# On a Redis Cluster the credential is another slot than the call's keys ({apikey:..}/{cbtoken:..}
+# vs {call:<id>}): it is read first (HGETALL) and given as ARGV[9], its JSON ('' none), and KEYS
+# start at the session hash. The check is the same; the credential is read a moment earlier.
 # Returns {credential json, session json, verdict...} with verdict 'denied' or the gate's answer.
 _ADMIT = (
     REPLICATE_EFFECTS_LUA
@@ -44,8 +46,15 @@ local function read(key)
   for i = 1, #flat, 2 do map[flat[i]] = flat[i + 1] end
   return map, cjson.encode(map)
 end
-local cred, cred_json = read(KEYS[1])
-local sess, sess_json = read(KEYS[2])
+local cred, cred_json, k
+if ARGV[9] then
+  cred_json, k = ARGV[9], 0
+  if cred_json ~= '' then cred = cjson.decode(cred_json) end
+else
+  cred, cred_json = read(KEYS[1])
+  k = 1
+end
+local sess, sess_json = read(KEYS[k + 1])
 local ok = cred ~= nil and sess ~= nil and cred['revoked'] ~= '1' and cred['tenant_id'] == sess['tenant_id']
 if ok and ARGV[1] == 'token' then
   ok = cred['call_id'] == ARGV[2] and (tonumber(cred['expires_at']) or 0) * 1000 > now
@@ -53,10 +62,10 @@ elseif ok then
   ok = string.find(cred['scopes'] or '', '"' .. ARGV[3] .. '"', 1, true) ~= nil
 end
 if not ok then return {cred_json, sess_json, 'denied'} end
-local wait = rate_limit(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], now)
+local wait = rate_limit(KEYS[k + 2], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], now)
 if wait then return {cred_json, sess_json, 'limited', tostring(wait)} end
-if #KEYS < 4 then return {cred_json, sess_json, 'run'} end
-local verdict = claim(KEYS[4], ARGV[7], ARGV[6], ARGV[8])
+if #KEYS < k + 3 then return {cred_json, sess_json, 'run'} end
+local verdict = claim(KEYS[k + 3], ARGV[7], ARGV[6], ARGV[8])
 return {cred_json, sess_json, unpack(verdict)}
 """
 )
@@ -72,11 +81,13 @@ class Admission:
 
 
 class Admitter:
-    def __init__(self, redis: aioredis.Redis, *, rate_limit: int, lease_ms: int, scope: str) -> None:
+    def __init__(self, redis: RedisClient, *, rate_limit: int, lease_ms: int, scope: str) -> None:
         self.rate_limit = rate_limit
         self.lease_ms = lease_ms
         self.scope = scope
         self._script = redis.register_script(_ADMIT)
+        self._split = is_cluster(redis)
+        self.redis = redis
 
     async def admit(
         self,
@@ -91,6 +102,11 @@ class Admitter:
         redis_keys = [credential_key, keys.session(call_id), keys.rate_limit(call_id)]
         if key is not None:
             redis_keys.append(keys.idempotency(call_id, key))
+        credential_arg: list[str] = []
+        if self._split:
+            found = await self.redis.hgetall(credential_key)
+            credential_arg = [json.dumps(found) if found else ""]
+            redis_keys = redis_keys[1:]
         reply: list[Any] = await self._script(
             keys=redis_keys,
             args=[
@@ -102,6 +118,7 @@ class Admitter:
                 request_id,
                 fp,
                 self.lease_ms,
+                *credential_arg,
             ],
         )
         credential = json.loads(reply[0]) if reply[0] else {}

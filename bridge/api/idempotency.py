@@ -23,11 +23,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bridge.api.errors import ApiError
 from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS, RateLimited
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -139,7 +138,7 @@ def cacheable(status: int) -> bool:
 
 
 class IdempotencyStore:
-    def __init__(self, redis: aioredis.Redis, *, rate_limit: int, lease_ms: int) -> None:
+    def __init__(self, redis: RedisClient, *, rate_limit: int, lease_ms: int) -> None:
         self.rate_limit = rate_limit
         self.lease_ms = lease_ms
         self._gate = redis.register_script(_GATE)

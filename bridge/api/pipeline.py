@@ -33,7 +33,6 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
@@ -45,7 +44,7 @@ from bridge.api.errors import ApiError, error_body, error_outcome, read_json_obj
 from bridge.calls.sessions import Session, iso
 from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
-from bridge.store.redis import StoreUnavailable, dedicated
+from bridge.store.redis import RedisClient, StoreUnavailable, dedicated
 from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
 from bridge.verbs.models import VERB_ADAPTER, VERB_NAMES
 
@@ -100,7 +99,7 @@ class ControlPipeline:
         # the slowest honest verb, so only a crashed owner ever loses its key to the lease.
         lease_s = settings.esl_command_timeout_s * 4 + 5
         self.wait_s = lease_s + 1
-        self.redis: aioredis.Redis = dedicated(svc.redis)
+        self.redis: RedisClient = dedicated(svc.redis)
         svc.on_close(self.redis.aclose)
         self._stores: set[asyncio.Task[None]] = set()
         svc.on_close(self.drain)  # closers run newest first: before the client closes

@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from bridge.api.errors import ApiError
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 
 # Lua building blocks, shared with the admission script (bridge.api.admission).
 # `now` in ms from Redis's clock: every instance agrees on it.
@@ -81,7 +80,7 @@ class RateLimited:
 class RateLimiter:
     """The limit on its own (the control pipeline uses the combined script in idempotency.py)."""
 
-    def __init__(self, redis: aioredis.Redis, limit: int) -> None:
+    def __init__(self, redis: RedisClient, limit: int) -> None:
         self.limit = limit
         self._script = redis.register_script(_HIT)
 

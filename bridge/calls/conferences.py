@@ -14,11 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from bridge.calls.sessions import iso, now_iso
 from bridge.store import keys
+from bridge.store.redis import RedisClient, multi
 
 if TYPE_CHECKING:
     from bridge.esl.protocol import Event
@@ -139,7 +139,7 @@ class Conference:
 
 
 class ConferenceStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._set_muted = redis.register_script(_SET_MUTED)
         # channel uuid -> futures waiting for that channel's add-member (conference verbs wait for
@@ -189,7 +189,7 @@ class ConferenceStore:
             "ai_member_id": conf.ai_member_id or "",
             "created_at": repr(conf.created_at or time.time()),
         }
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = multi(self.redis)  # the AI leg's pointer is its channel's slot, not the conference's
         pipe.hset(keys.conference(conf.conference_id), mapping=mapping)
         pipe.expire(keys.conference(conf.conference_id), CONFERENCE_TTL_S)
         if conf.ai_leg_uuid:

@@ -15,13 +15,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 import structlog
 
 from bridge.calls.sessions import now_iso
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
 from bridge.store import keys
+from bridge.store.redis import RedisClient, multi
 
 if TYPE_CHECKING:
     from bridge.services import Services
@@ -67,13 +67,14 @@ class Monitor:
 
 
 class MonitorStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
     async def claim(self, monitor: Monitor) -> bool:
         """Record a monitor that is being started; False when this AI already monitors the target
         (one HSETNX decides, so two concurrent monitor_starts cannot both open a fork)."""
-        pipe = self.redis.pipeline(transaction=True)
+        # Two calls, so two slots on a cluster; the HSETNX on the AI call's side decides either way.
+        pipe = multi(self.redis)
         pipe.hsetnx(keys.monitors(monitor.call_id), monitor.target_call_id, monitor.to_json())
         pipe.sadd(keys.monitored_by(monitor.target_call_id), monitor.call_id)
         pipe.expire(keys.monitors(monitor.call_id), keys.MONITOR_TTL_S)
@@ -99,7 +100,7 @@ class MonitorStore:
 
     async def release(self, ai_call_id: str, target_call_id: str) -> Monitor | None:
         """Forget one relationship; returns it, or None if it was already gone."""
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = multi(self.redis)  # the HDEL's count decides who forgot it
         pipe.hget(keys.monitors(ai_call_id), target_call_id)
         pipe.hdel(keys.monitors(ai_call_id), target_call_id)
         pipe.srem(keys.monitored_by(target_call_id), ai_call_id)

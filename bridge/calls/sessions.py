@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bridge.store import keys
+from bridge.store.redis import RedisClient, multi
 
 TERMINAL_OUTCOMES = (
     "hangup",
@@ -194,13 +193,14 @@ class Session:
 
 
 # Ends a session once: returns 1 for the caller that ended it, 0 if it was already ended.
+# KEYS: the session hash, its logs (one slot: {call:<id>}). `sessions:live` is another slot, so
+# SessionStore.end takes the call out of it afterwards, whatever this returned.
 _END = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HGET', KEYS[1], 'outcome') then return 0 end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'reason', ARGV[2], 'state', 'ended', 'ended_at', ARGV[3])
-redis.call('SREM', KEYS[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
@@ -216,7 +216,7 @@ return 1
 
 
 class SessionStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._end = redis.register_script(_END)
         self._cas = redis.register_script(_CAS)
@@ -243,7 +243,9 @@ class SessionStore:
         created = await self.redis.hsetnx(keys.session(session.call_id), "call_id", session.call_id)
         if not created:
             return False
-        pipe = self.redis.pipeline(transaction=True)
+        # Three slots on a cluster, so not all at once there: a reader of the tenant's index or of
+        # sessions:live skips an id whose hash has no tenant_id yet (HSETNX above wrote call_id only).
+        pipe = multi(self.redis)
         pipe.hset(keys.session(session.call_id), mapping=mapping)
         pipe.zadd(
             keys.tenant_sessions(session.tenant_id),
@@ -293,9 +295,12 @@ class SessionStore:
         if outcome not in TERMINAL_OUTCOMES:
             raise ValueError(f"not a terminal outcome: {outcome}")
         result = await self._end(
-            keys=[keys.session(call_id), keys.live_sessions(), keys.session_logs(call_id)],
-            args=[outcome, reason, repr(time.time()), call_id, keys.SESSION_TTL_S],
+            keys=[keys.session(call_id), keys.session_logs(call_id)],
+            args=[outcome, reason, repr(time.time()), keys.SESSION_TTL_S],
         )
+        # Also when it was ended already: an end that stopped between the two steps is finished
+        # by the next one (resync ends a live session whose channel is gone).
+        await self.redis.srem(keys.live_sessions(), call_id)
         return int(result) == 1
 
     async def append_log(self, call_id: str, entry: dict[str, Any]) -> None:

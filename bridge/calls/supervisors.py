@@ -19,13 +19,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from ulid import ULID
 
 from bridge.calls.sessions import Session, iso, now_iso
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 
 if TYPE_CHECKING:
     from bridge.services import Services
@@ -72,7 +72,7 @@ class Supervisor:
 class SupervisorStore:
     """Profiles (they outlive the socket) and per-connection duty leases."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
     async def get(self, tenant_id: str, supervisor_id: str) -> Supervisor | None:
@@ -157,26 +157,23 @@ class SupervisorStore:
 
 # ---------------------------------------------------------------- escalations
 
-# KEYS[1] the call's escalation hash, KEYS[2] the new escalation, KEYS[3] the tenant's zset,
-# KEYS[4] the session hash. ARGV[1] id, ARGV[2] created (ms), ARGV[3] ttl (s), ARGV[4] kept,
-# ARGV[5..] field/value pairs. {1, id} created; {0, pending id} one is pending; {-2} session ended.
+# An escalation's hash is its own slot ({escalation:<id>}); the call's pointer hash is the call's
+# ({call:<id>}) and the tenant's index the tenant's. So each script below touches one of them, and
+# EscalationStore runs them in an order where a stop halfway leaves nothing a reader trusts.
+
+# KEYS[1] the call's escalation hash, KEYS[2] the session hash. ARGV[1] id, ARGV[2] ttl (s).
+# {1, id} the call's pending escalation is now this one; {0, pending id} one is pending;
+# {-2} session ended.
 _CREATE = """
-if redis.call('HGET', KEYS[4], 'outcome') then return {-2, ''} end
+if redis.call('HGET', KEYS[2], 'outcome') then return {-2, ''} end
 local pending = redis.call('HGET', KEYS[1], 'pending')
 if pending then return {0, pending} end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'pending', ARGV[1], ARGV[1], '1')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[3], tonumber(ARGV[2]), ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[4]) + 1))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return {1, ARGV[1]}
 """
 
-# KEYS[1] escalation hash, KEYS[2] the call's escalation hash. ARGV[1] tenant, ARGV[2] supervisor,
-# ARGV[3] claimed_at (ISO), ARGV[4] the escalation id.
+# KEYS[1] escalation hash. ARGV[1] tenant, ARGV[2] supervisor, ARGV[3] claimed_at (ISO).
 # {1} claimed; {0, supervisor} already claimed; {-1} no such escalation here; {-2, status} closed.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'tenant_id') ~= ARGV[1] then return {-1, ''} end
@@ -184,19 +181,24 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'claimed' then return {0, redis.call('HGET', KEYS[1], 'supervisor_id') or ''} end
 if status ~= 'pending' then return {-2, status or ''} end
 redis.call('HSET', KEYS[1], 'status', 'claimed', 'supervisor_id', ARGV[2], 'claimed_at', ARGV[3])
-if redis.call('HGET', KEYS[2], 'pending') == ARGV[4] then redis.call('HDEL', KEYS[2], 'pending') end
 return {1, ''}
 """
 
-# KEYS[1] escalation hash, KEYS[2] the call's escalation hash. ARGV[1] closed_at, ARGV[2] reason,
-# ARGV[3] id. {1, previous status} closed now; {0, status} it was not open.
+# KEYS[1] escalation hash. ARGV[1] closed_at, ARGV[2] reason.
+# {1, previous status} closed now; {0, status} it was not open.
 _CLOSE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'pending' and status ~= 'claimed' then return {0, status or ''} end
 redis.call('HSET', KEYS[1], 'status', 'closed', 'closed_at', ARGV[1], 'closed_reason', ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[3])
-if redis.call('HGET', KEYS[2], 'pending') == ARGV[3] then redis.call('HDEL', KEYS[2], 'pending') end
 return {1, status}
+"""
+
+# KEYS[1] the call's escalation hash. ARGV[1] the escalation id, ARGV[2] '1' to forget it too
+# (closed), '' to only stop it being the pending one (claimed).
+_UNPEND = """
+if redis.call('HGET', KEYS[1], 'pending') == ARGV[1] then redis.call('HDEL', KEYS[1], 'pending') end
+if ARGV[2] == '1' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
 """
 
 OPEN_STATUSES = ("pending", "claimed")
@@ -269,11 +271,12 @@ class ClaimResult:
 
 
 class EscalationStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._close = redis.register_script(_CLOSE)
+        self._unpend = redis.register_script(_UNPEND)
 
     async def create(self, session: Session, reason: str, urgency: str) -> CreateResult:
         esc_id = f"esc_{ULID()}"
@@ -289,18 +292,26 @@ class EscalationStore:
             "caller": json.dumps({"from": session.from_, "to": session.to, "direction": session.direction}),
             "voice_agent_id": session.voice_agent_id or "",
         }
-        pairs = [x for item in fields.items() for x in item]
+        # 1. The escalation, which nobody can reach yet (its id is nowhere), with the call's TTL.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.escalation(esc_id), mapping=fields)
+        pipe.expire(keys.escalation(esc_id), keys.SESSION_TTL_S)
+        await pipe.execute()
+        # 2. The call takes it as its pending escalation (one at a time), unless ended or taken.
         reply = await self._create(
-            keys=[
-                keys.call_escalation(session.call_id),
-                keys.escalation(esc_id),
-                keys.tenant_escalations(session.tenant_id),
-                keys.session(session.call_id),
-            ],
-            args=[esc_id, int(now * 1000), keys.SESSION_TTL_S, keys.ESCALATIONS_KEPT, *pairs],
+            keys=[keys.call_escalation(session.call_id), keys.session(session.call_id)],
+            args=[esc_id, keys.SESSION_TTL_S],
         )
         code = int(reply[0])
-        return CreateResult(code == 1, str(reply[1]), ended=code == -2)
+        if code != 1:
+            await self.redis.delete(keys.escalation(esc_id))
+            return CreateResult(False, str(reply[1]), ended=code == -2)
+        # 3. The tenant's index (a reader skips an id whose hash is gone).
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(keys.tenant_escalations(session.tenant_id), {esc_id: int(now * 1000)})
+        pipe.zremrangebyrank(keys.tenant_escalations(session.tenant_id), 0, -(keys.ESCALATIONS_KEPT + 1))
+        await pipe.execute()
+        return CreateResult(True, esc_id)
 
     async def get(self, esc_id: str, tenant_id: str | None = None) -> Escalation | None:
         raw = await self.redis.hgetall(keys.escalation(esc_id))
@@ -326,9 +337,10 @@ class EscalationStore:
     async def claim(self, esc: Escalation, supervisor_id: str) -> tuple[ClaimResult, str]:
         claimed_at = now_iso()
         reply = await self._claim(
-            keys=[keys.escalation(esc.escalation_id), keys.call_escalation(esc.call_id)],
-            args=[esc.tenant_id, supervisor_id, claimed_at, esc.escalation_id],
+            keys=[keys.escalation(esc.escalation_id)], args=[esc.tenant_id, supervisor_id, claimed_at]
         )
+        if int(reply[0]) == 1:  # the call may escalate again
+            await self._unpend(keys=[keys.call_escalation(esc.call_id)], args=[esc.escalation_id, ""])
         return ClaimResult(int(reply[0]), str(reply[1])), claimed_at
 
     async def close_for_call(self, call_id: str, reason: str) -> list[Escalation]:
@@ -338,10 +350,9 @@ class EscalationStore:
         for esc_id in held:
             if not esc_id.startswith("esc_"):
                 continue
-            reply = await self._close(
-                keys=[keys.escalation(esc_id), keys.call_escalation(call_id)],
-                args=[now_iso(), reason, esc_id],
-            )
+            reply = await self._close(keys=[keys.escalation(esc_id)], args=[now_iso(), reason])
+            # Whatever the answer: a close that stopped before this is finished by the next one.
+            await self._unpend(keys=[keys.call_escalation(call_id)], args=[esc_id, "1"])
             if int(reply[0]) == 1:
                 esc = await self.get(esc_id)
                 if esc is not None:

@@ -12,13 +12,13 @@ import time
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ulid import ULID
 
 from bridge.calls.commands import UnsafeValue, url, word
 from bridge.calls.sessions import now_iso
 from bridge.store import keys
+from bridge.store.redis import RedisClient, mget, multi
 
 TokenLifetime = Literal["30min_with_refresh", "ws_session"]
 Subprotocol = Literal["audio.drachtio.org", "audio.jambonz.org"]
@@ -142,7 +142,7 @@ return 1
 
 
 class VoiceAgentStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._acquire = redis.register_script(_ACQUIRE)
 
@@ -151,7 +151,7 @@ class VoiceAgentStore:
         agent = VoiceAgent(
             id=f"va_{ULID()}", tenant_id=tenant_id, created_at=now, updated_at=now, **body.model_dump()
         )
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = multi(self.redis)  # the agent, then the tenant's index (another slot): readers skip a gap
         pipe.set(keys.voice_agent(agent.id), agent.model_dump_json())
         pipe.zadd(keys.tenant_voice_agents(tenant_id), {agent.id: time.time()})
         await pipe.execute()
@@ -171,7 +171,7 @@ class VoiceAgentStore:
         ids = await self.redis.zrange(keys.tenant_voice_agents(tenant_id), 0, -1)
         if not ids:
             return []
-        raws = await self.redis.mget([keys.voice_agent(i) for i in ids])
+        raws = await mget(self.redis, [keys.voice_agent(i) for i in ids])
         agents = [VoiceAgent.model_validate_json(r) for r in raws if r]
         return [a for a in agents if status is None or a.status == status]
 
@@ -185,7 +185,7 @@ class VoiceAgentStore:
         return await self.save(agent.model_copy(update=changes))
 
     async def delete(self, agent: VoiceAgent) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = multi(self.redis)
         pipe.delete(keys.voice_agent(agent.id))
         pipe.zrem(keys.tenant_voice_agents(agent.tenant_id), agent.id)
         pipe.delete(keys.voice_agent_active(agent.id))

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import redis.asyncio as aioredis
-
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 
 FORMAT = "audio/wav"
 _SIGNED = "bridge-recording-v1\n{call_id}\n{expires}"
@@ -41,7 +40,7 @@ def api_audio_path(call_id: str) -> str:
     return f"/api/v1/calls/{quote(call_id, safe='')}/recording/audio"
 
 
-async def url_secret(redis: aioredis.Redis, configured: str) -> bytes:
+async def url_secret(redis: RedisClient, configured: str) -> bytes:
     """The signing secret: the configured one, else the one in Redis (made by the first bridge)."""
     if configured:
         return configured.encode()

@@ -7,13 +7,14 @@ so a token can be revoked before it expires. Its ULID doubles as the `jti` that
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from ulid import ULID
 
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 from bridge.store.tenants import hash_secret
 
 TOKEN_PREFIX = "yt_cb_"
@@ -45,14 +46,21 @@ class CallbackToken:
 
 
 class TokenStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
+        self._revoke = redis.register_script(_REVOKE_EXISTING)
 
     async def mint(self, *, call_id: str, tenant_id: str, ttl_s: float) -> CallbackToken:
         jti = str(ULID())
         token = f"{TOKEN_PREFIX}{jti}"
         expires_at = time.time() + ttl_s
         digest = hash_secret(token)
+        # The call's set first, then the token (two slots on a cluster): a token exists only once
+        # revoke_all_for_call can find it.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(keys.session_tokens(call_id), digest)
+        pipe.expire(keys.session_tokens(call_id), keys.SESSION_TTL_S)
+        await pipe.execute()
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             keys.callback_token(digest),
@@ -65,8 +73,6 @@ class TokenStore:
             },
         )
         pipe.expire(keys.callback_token(digest), int(ttl_s) + keys.TOKEN_GRACE_S)
-        pipe.sadd(keys.session_tokens(call_id), digest)
-        pipe.expire(keys.session_tokens(call_id), keys.SESSION_TTL_S)
         await pipe.execute()
         return CallbackToken(token, jti, call_id, tenant_id, expires_at)
 
@@ -90,19 +96,14 @@ class TokenStore:
         digests = sorted(await self.redis.smembers(keys.session_tokens(call_id)))
         if not digests:
             return 0
-        return int(
-            await self.redis.eval(_REVOKE_EXISTING, len(digests), *[keys.callback_token(d) for d in digests])
-        )
+        # One script per token: each token hash is a slot of its own on a cluster.
+        revoked = await asyncio.gather(*(self._revoke(keys=[keys.callback_token(d)]) for d in digests))
+        return sum(int(n) for n in revoked)
 
 
-# HSET on an expired (already deleted) token hash would resurrect it without a TTL.
+# HSET on an expired (already deleted) token hash would resurrect it without a TTL. KEYS: the token.
 _REVOKE_EXISTING = """
-local n = 0
-for _, k in ipairs(KEYS) do
-  if redis.call('EXISTS', k) == 1 then
-    redis.call('HSET', k, 'revoked', '1')
-    n = n + 1
-  end
-end
-return n
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', '1')
+return 1
 """

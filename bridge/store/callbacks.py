@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import redis.asyncio as aioredis
 from ulid import ULID
 
 from bridge.store import keys
 from bridge.store.crm import now_iso
+from bridge.store.redis import RedisClient, multi
 
 CallbackState = Literal["scheduled", "dialing", "dialed", "failed", "cancelled"]
 CALLBACK_STATES: tuple[str, ...] = ("scheduled", "dialing", "dialed", "failed", "cancelled")
@@ -33,18 +33,18 @@ _FIELDS = (
     "error_code", "error_message", "next_attempt_at", "created_at", "updated_at", "dialed_at",
 )  # fmt: skip
 
-# Creates a callback, at most once per idempotency key when KEYS[5] is given.
-# ARGV: id, due ms, key TTL, then the hash's field/value pairs. Returns the callback's id.
+# Creates a callback, at most once per idempotency key when KEYS[3] is given. KEYS: callback, due,
+# idempotency key (all {callbacks}). ARGV: id, due ms, key TTL, then the hash's field/value pairs.
+# Returns the callback's id. The tenant's and the call's indexes are other slots: create() adds
+# the id to them afterwards (ZADD, so a retry that finds the first booking finishes them).
 _CREATE = """
-if #KEYS == 5 then
-  local existing = redis.call('GET', KEYS[5])
+if #KEYS == 3 then
+  local existing = redis.call('GET', KEYS[3])
   if existing then return existing end
-  redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[3])
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 return ARGV[1]
 """
 
@@ -220,7 +220,7 @@ def _pairs(fields: dict[str, str | None]) -> list[str]:
 
 
 class CallbackStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
@@ -265,22 +265,25 @@ class CallbackStore:
             created_at=now,
             updated_at=now,
         )
-        script_keys = [
-            keys.callback(cb.id),
-            keys.callbacks_due(),
-            keys.tenant_callbacks(tenant_id),
-            keys.call_callbacks(call_id),
-        ]
+        script_keys = [keys.callback(cb.id), keys.callbacks_due()]
         if idempotency_key:
             script_keys.append(keys.callback_idempotency(call_id, idempotency_key))
         args: list[str | int] = [cb.id, due_ms, IDEMPOTENCY_TTL_S, *_pairs(dict(cb.to_hash()))]
         stored_id = await self._create(keys=script_keys, args=args)
         if stored_id == cb.id:
+            await self._index(cb)
             return cb, True
         existing = await self.get(stored_id)
         if existing is None:  # the first booking's hash is gone; should not happen without a flush
             raise RuntimeError(f"idempotency key points at missing callback {stored_id}")
+        await self._index(existing)
         return existing, False
+
+    async def _index(self, cb: Callback) -> None:
+        pipe = multi(self.redis)
+        pipe.zadd(keys.tenant_callbacks(cb.tenant_id), {cb.id: cb.scheduled_ms})
+        pipe.zadd(keys.call_callbacks(cb.call_id), {cb.id: cb.scheduled_ms})
+        await pipe.execute()
 
     async def get(self, callback_id: str, tenant_id: str | None = None) -> Callback | None:
         raw = await self.redis.hgetall(keys.callback(callback_id))

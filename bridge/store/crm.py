@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import redis.asyncio as aioredis
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,6 +31,7 @@ from ulid import ULID
 
 from bridge.ids import VoiceAgentId
 from bridge.store import keys
+from bridge.store.redis import RedisClient, mget, multi
 
 LEAD_STATUSES = (
     "pending",
@@ -154,7 +154,7 @@ class CampaignNotFound(Exception):
 
 
 class CampaignStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
     async def create(self, tenant_id: str, spec: CampaignCreate) -> dict[str, Any]:
@@ -181,12 +181,12 @@ class CampaignStore:
         ids = sorted(await self.redis.smembers(keys.tenant_campaigns(tenant_id)))
         if not ids:
             return []
-        raws = await self.redis.mget([keys.campaign(i) for i in ids])
+        raws = await mget(self.redis, [keys.campaign(i) for i in ids])
         docs = [json.loads(r) for r in raws if r]
         return [d for d in docs if d.get("tenant_id") == tenant_id]
 
     async def put(self, doc: dict[str, Any]) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = multi(self.redis)  # the campaign first; the tenant's set is another slot
         pipe.set(keys.campaign(doc["id"]), json.dumps(doc))
         pipe.sadd(keys.tenant_campaigns(doc["tenant_id"]), doc["id"])
         await pipe.execute()
@@ -232,15 +232,22 @@ class CampaignStore:
                     if doc is None or doc.get("tenant_id") != tenant_id:
                         return False
                     lead_ids = await pipe.smembers(leads_key)
+                    # The leads live in other slots ({lead:<id>}), so they go first, outside the
+                    # MULTI; a stop here leaves the campaign with ids of missing leads (listing
+                    # skips them), and a DELETE again finishes the job.
+                    if lead_ids:  # (a cluster client splits a DEL by slot)
+                        await self.redis.delete(
+                            *[k for i in lead_ids for k in (keys.lead(i), keys.lead_custom_fields(i))]
+                        )
                     pipe.multi()
                     pipe.delete(key, leads_key, keys.campaign_phones(campaign_id))
-                    pipe.srem(keys.tenant_campaigns(tenant_id), campaign_id)
-                    for lead_id in lead_ids:
-                        pipe.delete(keys.lead(lead_id), keys.lead_custom_fields(lead_id))
                     await pipe.execute()
-                    return True
+                    break
                 except WatchError:
                     continue
+        # The tenant's set is another slot; a reader skips an id whose campaign is gone.
+        await self.redis.srem(keys.tenant_campaigns(tenant_id), campaign_id)
+        return True
 
 
 # ---------------------------------------------------------------- leads
@@ -332,25 +339,17 @@ def _lead_from_hash(raw: dict[str, str], custom: dict[str, str]) -> dict[str, An
     }
 
 
-# leads:bulk. KEYS: campaign, campaign:leads, campaign:phones, then per lead its hash and its
-# custom-fields hash. ARGV: the number of leads, then per lead: id, phone, n, n hash fields as
-# name/value pairs, m, m custom fields as name/value pairs. {0} when the campaign is gone (a DELETE
-# won the race); else {1, per lead: '' when written, or the id of the lead that has its phone}.
+# leads:bulk, the campaign's side. KEYS: campaign, campaign:leads, campaign:phones (one slot:
+# {campaign:<id>}). ARGV: per lead its id and phone. {0} when the campaign is gone (a DELETE won the
+# race); else {1, per lead: '' when added, or the id of the lead that has its phone}. The leads'
+# own hashes are other slots ({lead:<id>}): _bulk_write writes them before (with a TTL, so a write
+# that stops halfway leaves nothing behind for good) and makes the added ones permanent after.
 _BULK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 local out = {1}
-local a = 2
-for i = 1, tonumber(ARGV[1]) do
-  local id, phone = ARGV[a], ARGV[a + 1]
-  local n = tonumber(ARGV[a + 2])
-  local fields_at = a + 3
-  local m = tonumber(ARGV[fields_at + 2 * n])
-  local custom_at = fields_at + 2 * n + 1
-  a = custom_at + 2 * m
+for i = 1, #ARGV, 2 do
+  local id, phone = ARGV[i], ARGV[i + 1]
   if redis.call('HSETNX', KEYS[3], phone, id) == 1 then
-    local lead, custom = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-    redis.call('HSET', lead, unpack(ARGV, fields_at, fields_at + 2 * n - 1))
-    if m > 0 then redis.call('HSET', custom, unpack(ARGV, custom_at, custom_at + 2 * m - 1)) end
     redis.call('SADD', KEYS[2], id)
     out[#out + 1] = ''
   else
@@ -359,6 +358,9 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return out
 """
+
+# How long a bulk-written lead hash lives before the campaign's script has taken it.
+BULK_PENDING_TTL_S = 3600
 
 MAX_BULK_LEADS = 500
 
@@ -420,7 +422,7 @@ def _invalid_row(index: int, row: Any, exc: ValidationError) -> dict[str, Any]:
 
 
 class LeadStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._set_field = redis.register_script(_SET_FIELD)
         self._set_status = redis.register_script(_SET_STATUS)
@@ -445,7 +447,8 @@ class LeadStore:
     async def put(self, doc: dict[str, Any]) -> None:
         """Write a whole lead (create, imports and tests); custom fields are replaced."""
         mapping, custom = _lead_mapping(doc)
-        pipe = self.redis.pipeline(transaction=True)
+        # The lead's hashes ({lead:<id>}) and the campaign's set and phone index ({campaign:<id>}).
+        pipe = multi(self.redis)
         pipe.delete(keys.lead(doc["id"]), keys.lead_custom_fields(doc["id"]))
         pipe.hset(keys.lead(doc["id"]), mapping=mapping)
         if custom:
@@ -506,23 +509,39 @@ class LeadStore:
         """Per doc: None when it was written, else the id of the lead that already has its phone."""
         if not docs:
             return [] if await self.redis.exists(keys.campaign(campaign_id)) else None
-        lua_keys = [
+        # 1. The lead hashes, not yet in the campaign (no reader finds them), with a TTL.
+        pipe = multi(self.redis)
+        for doc in docs:
+            mapping, custom = _lead_mapping(doc)
+            pipe.hset(keys.lead(doc["id"]), mapping=mapping)
+            pipe.expire(keys.lead(doc["id"]), BULK_PENDING_TTL_S)
+            if custom:
+                pipe.hset(keys.lead_custom_fields(doc["id"]), mapping=custom)
+                pipe.expire(keys.lead_custom_fields(doc["id"]), BULK_PENDING_TTL_S)
+        await pipe.execute()
+        # 2. The campaign takes them, in one script: two batches at once cannot both add a phone.
+        args: list[Any] = []
+        for doc in docs:
+            args += [doc["id"], doc["phone"]]
+        campaign_keys = [
             keys.campaign(campaign_id),
             keys.campaign_leads(campaign_id),
             keys.campaign_phones(campaign_id),
         ]
-        args: list[Any] = [len(docs)]
-        for doc in docs:
-            mapping, custom = _lead_mapping(doc)
-            lua_keys += [keys.lead(doc["id"]), keys.lead_custom_fields(doc["id"])]
-            args += [doc["id"], doc["phone"], len(mapping)]
-            for name, value in mapping.items():
-                args += [name, value]
-            args.append(len(custom))
-            for name, value in custom.items():
-                args += [name, value]
-        reply = await self._bulk(keys=lua_keys, args=args)
-        if int(reply[0]) == 0:
+        reply = await self._bulk(keys=campaign_keys, args=args)
+        gone = int(reply[0]) == 0
+        taken = [False] * len(docs) if gone else [not existing for existing in reply[1:]]
+        # 3. Added leads stay; duplicates (or every lead, when the campaign is gone) go.
+        pipe = multi(self.redis)
+        for doc, added in zip(docs, taken, strict=True):
+            lead_keys = (keys.lead(doc["id"]), keys.lead_custom_fields(doc["id"]))
+            for key in lead_keys:
+                if added:
+                    pipe.persist(key)
+                else:
+                    pipe.delete(key)
+        await pipe.execute()
+        if gone:
             return None
         return [str(existing) if existing else None for existing in reply[1:]]
 

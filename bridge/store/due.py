@@ -8,8 +8,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
 import structlog
+
+from bridge.store.redis import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +25,7 @@ return won
 
 
 class DueSet:
-    def __init__(self, redis: aioredis.Redis, key: str) -> None:
+    def __init__(self, redis: RedisClient, key: str) -> None:
         self.redis = redis
         self.key = key
         self._claim = redis.register_script(_CLAIM)

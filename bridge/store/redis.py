@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 log = structlog.get_logger(__name__)
 
 # Either client: what every store, loop and route is given.
-RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -200,6 +200,13 @@ def multi(client: RedisClient) -> Pipeline | ClusterPipeline:
     idempotent (a retry finishes it). Writes within one slot use `client.pipeline(transaction=True)`
     or a script."""
     return client.pipeline(transaction=not isinstance(client, RedisCluster))
+
+
+async def mget(client: RedisClient, names: list[str]) -> list[Any]:
+    """MGET of keys in any slots (a cluster client asks each slot's master: not one snapshot)."""
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(names))
+    return list(await client.mget(names))
 
 
 async def ping(client: RedisClient, timeout_s: float = 2.0) -> None:

@@ -8,10 +8,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from ulid import ULID
 
 from bridge.store import keys
+from bridge.store.redis import RedisClient, multi
 
 LIVE_PREFIX = "yt_live_"
 TEST_PREFIX = "yt_test_"
@@ -62,11 +62,11 @@ class ApiKey:
 
 
 class TenantStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
     async def ensure_tenant(self, tenant_id: str, name: str | None = None) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = multi(self.redis)  # the tenant's hash, and `tenants` (a single key: another slot)
         pipe.hsetnx(keys.tenant(tenant_id), "id", tenant_id)
         pipe.hsetnx(keys.tenant(tenant_id), "name", name or tenant_id)
         pipe.hsetnx(keys.tenant(tenant_id), "created_at", str(time.time()))
@@ -110,6 +110,9 @@ class TenantStore:
             created_at=time.time(),
         )
         digest = hash_secret(clear)
+        # The tenant's set first, then the key (two slots on a cluster): a key that works is one
+        # the tenant's listing and revocation can find.
+        await self.redis.sadd(keys.tenant_api_keys(tenant_id), digest)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             keys.api_key(digest),
@@ -122,7 +125,6 @@ class TenantStore:
                 "revoked": "0",
             },
         )
-        pipe.sadd(keys.tenant_api_keys(tenant_id), digest)
         await pipe.execute()
         return clear, record
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.commands.core import AsyncScript
 
@@ -24,6 +23,7 @@ from bridge.calls.sessions import now_iso
 from bridge.calls.switch import Switch
 from bridge.errors import ApiError, SwitchError, SwitchUnavailable
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 from bridge.verbs.base import VerbContext
 
 log = structlog.get_logger(__name__)
@@ -52,10 +52,10 @@ end
 return {0, cur}
 """
 
-_scripts: weakref.WeakKeyDictionary[aioredis.Redis, AsyncScript] = weakref.WeakKeyDictionary()
+_scripts: weakref.WeakKeyDictionary[RedisClient, AsyncScript] = weakref.WeakKeyDictionary()
 
 
-def _transition_script(redis: aioredis.Redis) -> AsyncScript:
+def _transition_script(redis: RedisClient) -> AsyncScript:
     script = _scripts.get(redis)
     if script is None:
         script = _scripts[redis] = redis.register_script(_TRANSITION)

@@ -20,9 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 from bridge.webhooks.outbox import DomainEvent
 from bridge.webhooks.subscriptions import Subscription, iso
 
@@ -215,7 +214,7 @@ return 1
 
 
 class DeliveryQueue:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._fan_out = redis.register_script(_FAN_OUT)
         self._claim = redis.register_script(_CLAIM)

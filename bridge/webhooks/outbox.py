@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from ulid import ULID
 
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 
 EVENT_TYPES = (
     "call.started",
@@ -75,7 +75,7 @@ class DomainEvent:
 
 
 class Outbox:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
 
     def build(self, event_type: str, tenant_id: str, data: dict[str, Any]) -> DomainEvent:
