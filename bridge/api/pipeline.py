@@ -44,7 +44,7 @@ from bridge.api.errors import ApiError, error_body, error_outcome, read_json_obj
 from bridge.calls.sessions import Session, iso
 from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
-from bridge.store.redis import RedisClient, StoreUnavailable, dedicated
+from bridge.store.redis import RedisClient, StoreUnavailable, dedicated, is_cluster
 from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
 from bridge.verbs.models import VERB_ADAPTER, VERB_NAMES
 
@@ -108,6 +108,13 @@ class ControlPipeline:
         self.admitter = Admitter(
             self.redis, rate_limit=self.rate_limit, lease_ms=lease_ms, scope=CONTROL_ADMIN_SCOPE
         )
+
+    async def warm(self) -> None:
+        """A cluster client learns the cluster's layout at its first command; several first commands
+        at once (a burst of verbs) race redis-py's discovery, which can drop connections the
+        others are using, and this client does not retry. So it learns it here, before serving."""
+        if is_cluster(self.redis):
+            await self.redis.initialize()
 
     async def handle(self, request: web.Request) -> web.Response:
         """One control request, counted and timed (bridge_control_verbs_total, by the status and

@@ -18,6 +18,11 @@ async def control(request: web.Request) -> web.Response:
     return await request.app[PIPELINE_KEY].handle(request)
 
 
+async def _warm(app: web.Application) -> None:
+    await app[PIPELINE_KEY].warm()
+
+
 def setup(app: web.Application) -> None:
     app[PIPELINE_KEY] = ControlPipeline(app[SERVICES_KEY])
+    app.on_startup.append(_warm)
     app.router.add_post("/api/v1/ai-sessions/{call_id}/control", control)
