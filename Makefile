@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean chromium espeak demo-agent test-typescript
+.PHONY: run test test-cluster lint bench install clean chromium espeak demo-agent test-typescript
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,29 @@ FREESWITCH_SRC ?= $(abspath ../shared/freeswitch-src)
 test: $(STAMP) chromium espeak freeswitch-if-possible test-typescript
 	$(BIN)/ruff check bridge tests $(wildcard bench)
 	FREESWITCH_PREFIX=$(FREESWITCH_PREFIX) $(BIN)/pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-cluster
+
+# The same tests again on a real 3-master Redis Cluster (docs/redis-cluster.md): BRIDGE_TEST_REDIS=cluster
+# makes the `redis_url` fixture (so `redis` and every sandbox) the `redis_cluster_url` one, a cluster
+# started from the tests' redis-server (REDIS_CLUSTER_URL: use that one). Every module whose code
+# reads or writes Redis beyond one key: the stores, the control endpoint (admission, idempotency,
+# rate limit, verbs), webhooks, leads and campaigns, callbacks and their scheduler, supervision
+# (pub/sub between two instances), monitors, conferences, tokens, session limits, the e2e flows,
+# and the API fuzzed on real resources (schemathesis: every route, so any cross-slot command shows).
+# Left out: what has no Redis in it (ESL, simulator, encoder, lab/conf files, TypeScript), the
+# browser and demo-agent tests (their Redis use is the routes above), the embedded redis-server's
+# own tests (a single server by design), and test_control_redis (single-server connection-pool
+# checks; tests/test_redis_cluster.py, in the first run, has the cluster's own).
+CLUSTER_TESTS := test_store test_leads_store test_control_units test_control_errors test_control_verbs \
+  test_control_idempotency test_control_revoke_token test_control_sdk_verbs test_callbacks_e2e \
+  test_callbacks_scheduler test_leads_api test_leads_e2e test_leads_verbs test_campaigns_update_bulk \
+  test_webhooks_api test_webhooks_delivery test_foundation_e2e test_supervision test_monitor_verbs \
+  test_conference_verbs test_session_timeout test_token_life test_transfer_outcomes test_recordings_api \
+  test_voice_agents_api test_shutdown test_sdk_every_method test_hardening_fields test_hardening_injection \
+  test_dtmf_relay test_request_bounds test_openapi test_schemathesis
+
+test-cluster: $(STAMP)
+	BRIDGE_TEST_REDIS=cluster $(BIN)/pytest -q $(patsubst %,tests/%.py,$(CLUSTER_TESTS)) $(PYTEST_ARGS)
 
 # The TypeScript SDK (sdk/typescript): npm ci (typescript, pinned, is its only dev dependency
 # besides @types/node), npm pack (prepack builds with tsc; the tarball must carry dist/*.d.ts),

@@ -87,9 +87,9 @@ class LiveSandbox:
         self.run(self.box.start())
 
     async def _flush_redis(self) -> None:
-        import redis.asyncio as aioredis
+        from bridge.store.redis import connect  # a cluster client for a cluster URL
 
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = connect(self.redis_url)
         try:
             await client.flushdb()
         finally:

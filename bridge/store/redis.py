@@ -21,6 +21,7 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,35 @@ class _CancellableWrites:
             self.socket_timeout = timeout
 
 
+class _FreshBeforeUse(_CancellableWrites):
+    """A connection that, before it sends, makes sure the server has not closed it meanwhile (a
+    killed client, a restarted node), and connects again if so: what redis-py's connection pool does
+    on every checkout (ConnectionPool.ensure_connection) but a cluster node's pool does not. For the
+    control client, which never retries, so a dropped connection would otherwise fail a verb.
+    Only for request/response connections: pub/sub ones have data waiting by design."""
+
+    is_connected: bool
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self.is_connected:
+            try:
+                stale = await self.can_read()  # type: ignore[attr-defined]
+            except (RedisConnectionError, OSError):
+                stale = True
+            if stale:
+                await self.disconnect()  # type: ignore[attr-defined]
+        await super().send_packed_command(command, check_health)
+
+
 class _TcpConnection(_CancellableWrites, Connection):
+    pass
+
+
+class _CheckedTcpConnection(_FreshBeforeUse, Connection):
+    pass
+
+
+class _CheckedSslConnection(_FreshBeforeUse, SSLConnection):
     pass
 
 
@@ -134,8 +163,9 @@ _cluster_origin: weakref.WeakKeyDictionary[RedisCluster, tuple[str, dict[str, An
 )
 
 
-def _connect_cluster(url: str, **options: Any) -> RedisCluster:
-    """A RedisCluster from one seed node's URL (it discovers the others with CLUSTER SLOTS)."""
+def _connect_cluster(url: str, *, checked: bool = False, **options: Any) -> RedisCluster:
+    """A RedisCluster from one seed node's URL (it discovers the others with CLUSTER SLOTS).
+    `checked`: its connections check they are still open before each use (_FreshBeforeUse)."""
     if urlsplit(url).scheme == "unix":
         raise ValueError("a Redis Cluster is reached over TCP: redis+cluster://host:port")
     client = RedisCluster.from_url(url, **options)
@@ -143,6 +173,8 @@ def _connect_cluster(url: str, **options: Any) -> RedisCluster:
     # Startup nodes exist already (no connection yet); nodes found later are built from the same
     # kwargs dict, so both get the cancellable class.
     cls = cancellable_connection_class(client.connection_kwargs["connection_class"])
+    if checked:
+        cls = _CheckedSslConnection if issubclass(cls, SSLConnection) else _CheckedTcpConnection
     client.connection_kwargs["connection_class"] = cls
     for node in client.nodes_manager.startup_nodes.values():
         node.connection_class = cls
@@ -169,6 +201,7 @@ def dedicated(client: RedisClient, *, max_connections: int = 64) -> RedisClient:
         url, options = _cluster_origin[client]
         return _connect_cluster(
             url,
+            checked=True,
             **{
                 **options,
                 "socket_timeout": None,
