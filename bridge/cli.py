@@ -12,6 +12,7 @@ from pathlib import Path
 from bridge import logging as bridge_logging
 from bridge.config import Settings
 from bridge.store.embedded import EmbeddedRedis, EmbeddedRedisError
+from bridge.store.migrate import migrate_key_names
 from bridge.store.redis import connect
 from bridge.store.tenants import ALL_SCOPES, TenantStore
 
@@ -102,6 +103,7 @@ async def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url
+    cluster = settings.redis_cluster and bool(url)
     if not url:
         data_dir = Path(settings.data_dir) / "redis"
         if EmbeddedRedis.holder(data_dir) is not None:
@@ -113,8 +115,9 @@ async def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
             except EmbeddedRedisError as exc:  # a bridge took the directory meanwhile, say
                 print(f"bridge: {exc}", file=sys.stderr)
                 return 1
-    client = connect(url)
+    client = connect(url, cluster=cluster)
     try:
+        await migrate_key_names(client)  # before writing new names beside old ones
         clear, record = await TenantStore(client).create_key(args.tenant, args.scope, live=not args.test)
     finally:
         await client.aclose()

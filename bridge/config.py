@@ -89,6 +89,8 @@ class Settings:
     # How long a bridge's claim on a box's events lasts unless renewed (docs/scaling.md).
     box_lease_s: float = 3.0
     redis_url: str | None = None
+    # REDIS_URL names a Redis Cluster (redis-py's cluster client): also said by a redis+cluster:// URL
+    redis_cluster: bool = False
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     # The base URL clients reach this bridge at (recording URLs carry it); empty: the bound one.
@@ -156,6 +158,7 @@ class Settings:
             switches_file=_env("BRIDGE_SWITCHES", d.switches_file),
             box_lease_s=_env_float("BRIDGE_BOX_LEASE_S", d.box_lease_s),
             redis_url=os.environ.get("REDIS_URL") or None,
+            redis_cluster=_env_bool("BRIDGE_REDIS_CLUSTER", d.redis_cluster),
             http_host=_env("BRIDGE_HOST", d.http_host),
             http_port=_env_int("BRIDGE_PORT", d.http_port),
             public_base_url=_env("BRIDGE_PUBLIC_BASE_URL", d.public_base_url),

@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.esl.client import EslClient
 from bridge.services import Services
 from bridge.store.embedded import EmbeddedRedis
+from bridge.store.migrate import migrate_key_names
 from bridge.store.redis import connect, ping
 from bridge.tasks import cancel_and_wait
 
@@ -67,14 +68,16 @@ class BridgeRuntime:
     async def _start(self, *, serve_http: bool, esl_wait: float | None) -> Services:
         settings = self.settings
         redis_url = settings.redis_url
+        cluster = settings.redis_cluster and bool(redis_url)  # the embedded one is a single server
         if not redis_url:
             self.embedded_redis = EmbeddedRedis(Path(settings.data_dir) / "redis")
             # Returns once Redis has loaded its data (not at its first LOADING answer).
             redis_url = await self.embedded_redis.astart()
             self._supervisor = asyncio.create_task(self.embedded_redis.supervise(), name="embedded-redis")
-        redis = connect(redis_url)
+        redis = connect(redis_url, cluster=cluster)
         try:
             await ping(redis)
+            await migrate_key_names(redis)  # a Redis an older bridge wrote: once
         except BaseException:
             await redis.aclose()
             raise

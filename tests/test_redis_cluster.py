@@ -18,6 +18,7 @@ from redis.cluster import key_slot
 
 import bridge.api.pipeline as pipeline_module
 from bridge.api.routes.control import PIPELINE_KEY
+from bridge.config import Settings
 from bridge.store import keys
 from bridge.store.redis import StoreUnavailable, cluster_url, connect, ping
 from tests.conftest import AgentServer
@@ -53,12 +54,22 @@ def slot(key: str) -> int:
 
 
 def test_which_urls_name_a_cluster(monkeypatch):
-    monkeypatch.delenv("BRIDGE_REDIS_CLUSTER", raising=False)
     assert cluster_url("redis+cluster://10.0.0.1:7000") == ("redis://10.0.0.1:7000", True)
     assert cluster_url("rediss+cluster://u:p@h:7000") == ("rediss://u:p@h:7000", True)
     assert cluster_url("redis://h:6379/0") == ("redis://h:6379/0", False)
+    assert cluster_url("redis://h:7000", cluster=True) == ("redis://h:7000", True)
     monkeypatch.setenv("BRIDGE_REDIS_CLUSTER", "1")
-    assert cluster_url("redis://h:7000") == ("redis://h:7000", True)
+    assert Settings.from_env().redis_cluster is True
+
+
+async def test_bridge_redis_cluster_makes_a_plain_url_a_cluster(
+    redis_cluster_url: str, cluster: RedisCluster, tmp_path: Any, agent_server: AgentServer
+):
+    plain = redis_cluster_url.replace("redis+cluster://", "redis://")
+    async with sandbox_with(plain, tmp_path, redis_cluster=True) as box:
+        assert isinstance(box.runtime.services.redis, RedisCluster)
+        call = await start_call(box, agent_server)
+        assert (await control(box, call.call_id, {"event": "hold"}, auth=call.token)).status == 200
 
 
 async def test_a_cluster_url_gives_a_cluster_client_that_reaches_every_master(cluster):

@@ -40,6 +40,15 @@ PREFIX = "bridge:"
 WEBHOOKS = "{webhooks}"
 CALLBACKS = "{callbacks}"
 
+# ---------------------------------------------------------------- the key names themselves
+# keys:version               string "2": the keys have their hash-tagged names (bridge.store.migrate
+#                             renamed those of an older bridge, once)                       no TTL
+
+
+def keys_version() -> str:
+    return f"{PREFIX}keys:version"
+
+
 # ---------------------------------------------------------------- tenants and API keys
 # {tenant:<tid>}              hash  id, name, default_voice_agent_id, created_at      no TTL
 # tenants                     set   of tenant ids                                     no TTL

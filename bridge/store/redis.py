@@ -123,16 +123,15 @@ def cancellable_connection_class(cls: type[AbstractConnection]) -> type[Abstract
     return _CANCELLABLE.get(cls, cls)
 
 
-def cluster_url(url: str, *, cluster: bool | None = None) -> tuple[str, bool]:
+def cluster_url(url: str, *, cluster: bool = False) -> tuple[str, bool]:
     """(the URL redis-py is given, whether it names a cluster). `redis+cluster://host:port` and
-    `rediss+cluster://` name one; so does any redis:// URL when `cluster` (BRIDGE_REDIS_CLUSTER=1)."""
+    `rediss+cluster://` name one; so does any redis:// URL when `cluster` (Settings.redis_cluster,
+    BRIDGE_REDIS_CLUSTER=1)."""
     parts = urlsplit(url)
     plain = CLUSTER_SCHEMES.get(parts.scheme.lower())
     if plain is not None:
         return urlunsplit(parts._replace(scheme=plain)), True
-    if cluster is None:
-        cluster = os.environ.get("BRIDGE_REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes")
-    return url, bool(cluster)
+    return url, cluster
 
 
 def is_cluster(client: Any) -> bool:
@@ -147,7 +146,7 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def connect(url: str, *, cluster: bool | None = None) -> RedisClient:
+def connect(url: str, *, cluster: bool = False) -> RedisClient:
     url, on_cluster = cluster_url(url, cluster=cluster)
     if on_cluster:
         return _connect_cluster(url, client_name=f"bridge-{os.getpid()}", **_CLIENT_OPTIONS)
