@@ -48,6 +48,7 @@ async def test_the_window_slides(redis: aioredis.Redis):
 async def test_instances_on_one_redis_share_the_limit(redis_url: str, redis: aioredis.Redis):
     # Two bridge processes = two connections and two script objects; one window, one clock (Redis TIME).
     other = connect(redis_url)
+    await other.ping()  # as a bridge does at startup (a cluster client learns the layout then)
     try:
         a, b = RateLimiter(redis, 10), RateLimiter(other, 10)
         hits = await asyncio.gather(*[(a if i % 2 else b).hit("shared", f"r{i}") for i in range(14)])
