@@ -166,7 +166,7 @@ def _builders() -> dict[str, Any]:
 
 def test_every_key_is_tagged_by_its_owner_or_group_or_is_a_single_key():
     singles = {"keys_version", "tenants", "live_sessions", "token_refresh_due", "session_deadlines"}
-    singles |= {"recording_url_secret", "supervision_channel"}
+    singles |= {"recording_url_secret", "supervision_channel", "bridges"}
     for name, fn in _builders().items():
         params = inspect.signature(fn).parameters
         key = fn(*[f"id{i}" for i in range(len(params))])
@@ -208,6 +208,7 @@ def test_the_keys_each_script_touches_share_a_slot():
         ],
         "voice agent": [keys.voice_agent("va"), keys.voice_agent_active("va")],
         "conference": [keys.conference("cf"), keys.conference_members("cf")],
+        "box lease": [keys.box_lease("fs1"), keys.box_mark("fs1")],
     }
     for name, group in groups.items():
         assert len({slot(k) for k in group}) == 1, name

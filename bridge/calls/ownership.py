@@ -21,11 +21,11 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from bridge.store import keys
+from bridge.store.redis import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ OnAcquired = Callable[[str, str], Awaitable[None]]
 class BoxOwnership:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         holder: str,
         boxes: list[str],
         *,

@@ -13,15 +13,15 @@ keys of one slot. The names below leave out PREFIX ("bridge:"). Every key is one
   control endpoint's admission script touches the session, rate window and idempotency record
   together), `tenant` (the tenant and every per-tenant index, its supervisors), `va`, `campaign`
   (the campaign, its lead set and phone index: leads:bulk), `lead`, `conference`, `escalation`,
-  `apikey`, `cbtoken`.
+  `apikey`, `cbtoken`, `box` (a FreeSWITCH box's lease and mark: the lease scripts).
 - **grouped**: `{webhooks}:...` (the outbox stream, the retry queue, every delivery and every
   subscription with its log) and `{callbacks}:...` (the due and dialing queues, every callback,
   the booking idempotency keys). Their scripts move an item between a queue and its record
   atomically, so each family is one slot, on one master, on purpose. They are queues of small
   records; a bridge fleet's webhook and callback traffic is bounded by that one master.
 - **single**: a global key with no tag (`tenants`, `sessions:live`, `token_refresh:due`,
-  `session:deadlines`, `recordings:url_secret`, the `supervision` channel), in a slot of its
-  own. No script touches a single key together with any other key.
+  `session:deadlines`, `recordings:url_secret`, `bridges`, `keys:version`, the `supervision`
+  channel), in a slot of its own. No script touches a single key together with any other key.
 
 What spans slots (an entity and its tenant's index, a session and `sessions:live`) is written in
 steps that are each safe alone (bridge.store.redis.multi; MULTI/EXEC on a plain Redis).
@@ -371,18 +371,18 @@ def supervision_channel() -> str:
 
 
 # ---------------------------------------------------------------- switches and bridges (docs/scaling.md)
-# box:{<box>}:lease           string the bridge that handles the box's events           BRIDGE_BOX_LEASE_S
-# box:{<box>}:mark            string "<Core-UUID> <Event-Sequence>": every event up to it was handled
+# {box:<box>}:lease           string the bridge that handles the box's events           BRIDGE_BOX_LEASE_S
+# {box:<box>}:mark            string "<Core-UUID> <Event-Sequence>": every event up to it was handled
 # bridges                     zset  lease holders by last heartbeat (ms): the live bridges
 # A box's lease and mark share a hash tag, so the lease scripts (bridge.calls.ownership) touch one slot.
 
 
 def box_lease(box: str) -> str:
-    return f"{PREFIX}box:{{{box}}}:lease"
+    return f"{PREFIX}{{box:{box}}}:lease"
 
 
 def box_mark(box: str) -> str:
-    return f"{PREFIX}box:{{{box}}}:mark"
+    return f"{PREFIX}{{box:{box}}}:mark"
 
 
 def bridges() -> str:

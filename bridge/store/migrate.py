@@ -35,6 +35,7 @@ _UNCHANGED = {
     "token_refresh:due",
     "session:deadlines",
     "recordings:url_secret",
+    "bridges",
 }
 # (old name after PREFIX, the builder that names it now); an id has no ':', so at most one matches.
 _RULES: list[tuple[re.Pattern[str], Callable[..., str]]] = [
