@@ -60,6 +60,8 @@ test: $(STAMP) chromium espeak freeswitch-if-possible test-typescript
 # reads or writes Redis beyond one key: the stores, the control endpoint (admission, idempotency,
 # rate limit, verbs), webhooks, leads and campaigns, callbacks and their scheduler, supervision
 # (pub/sub between two instances), monitors, conferences, tokens, session limits, the e2e flows,
+# several bridges on one Redis (test_scale_out, and test_scale_out_kill: `bridge run` processes on a
+# redis+cluster:// URL, one kill -9ed), the metrics' Redis counts,
 # and the API fuzzed on real resources (schemathesis: every route, so any cross-slot command shows).
 # Left out: what has no Redis in it (ESL, simulator, encoder, lab/conf files, TypeScript), the
 # browser and demo-agent tests (their Redis use is the routes above), the embedded redis-server's
@@ -71,7 +73,8 @@ CLUSTER_TESTS := test_store test_leads_store test_control_units test_control_err
   test_webhooks_api test_webhooks_delivery test_foundation_e2e test_supervision test_monitor_verbs \
   test_conference_verbs test_session_timeout test_token_life test_transfer_outcomes test_recordings_api \
   test_voice_agents_api test_shutdown test_sdk_every_method test_hardening_fields test_hardening_injection \
-  test_dtmf_relay test_request_bounds test_openapi test_schemathesis
+  test_dtmf_relay test_request_bounds test_openapi test_schemathesis test_scale_out test_scale_out_kill \
+  test_metrics
 
 test-cluster: $(STAMP)
 	BRIDGE_TEST_REDIS=cluster $(BIN)/pytest -q $(patsubst %,tests/%.py,$(CLUSTER_TESTS)) $(PYTEST_ARGS)
