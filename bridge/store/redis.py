@@ -1,7 +1,8 @@
 """Redis connections (the embedded redis-server used when REDIS_URL is not set: bridge.store.embedded).
 
 `connect(url)` gives a plain `redis.asyncio.Redis`, or a `redis.asyncio.RedisCluster` when the URL's
-scheme is `redis+cluster://` / `rediss+cluster://` or BRIDGE_REDIS_CLUSTER=1 (docs/redis-cluster.md).
+scheme is `redis+cluster://` / `rediss+cluster://` or `cluster=True` (BRIDGE_REDIS_CLUSTER=1):
+docs/redis-cluster.md.
 Code that takes a client types it `RedisClient` and works with either: every script touches the
 keys of one slot (bridge/store/keys.py), and what must span slots goes through `multi()`.
 """
