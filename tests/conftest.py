@@ -240,3 +240,17 @@ async def esl(sim: Any) -> AsyncIterator[RawEsl]:
     finally:
         await client.close()
 
+
+@pytest.fixture
+async def sims() -> AsyncIterator[Any]:
+    """Two simulated FreeSWITCH boxes, `a` and `b`, each a real ESL server (docs/scaling.md)."""
+    from bridge.sim.server import SwitchSimulator
+
+    boxes = {name: SwitchSimulator(switchname=f"box-{name}") for name in ("a", "b")}
+    for sim in boxes.values():
+        await sim.start()
+    try:
+        yield boxes
+    finally:
+        for sim in boxes.values():
+            await sim.stop()

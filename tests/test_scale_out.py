@@ -54,18 +54,6 @@ async def start_bridge(
 
 
 @pytest.fixture
-async def sims() -> AsyncIterator[dict[str, SwitchSimulator]]:
-    boxes = {name: SwitchSimulator(switchname=f"box-{name}") for name in ("a", "b")}
-    for sim in boxes.values():
-        await sim.start()
-    try:
-        yield boxes
-    finally:
-        for sim in boxes.values():
-            await sim.stop()
-
-
-@pytest.fixture
 async def bridge(redis_url: str, redis: aioredis.Redis, tmp_path: Path, sims) -> AsyncIterator[Bridge]:
     one = await start_bridge(redis_url, tmp_path, sims)
     try:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -123,19 +122,8 @@ class BridgeProcess:
 
 
 @pytest.fixture
-async def sims() -> AsyncIterator[dict[str, SwitchSimulator]]:
-    boxes = {name: SwitchSimulator(switchname=f"box-{name}") for name in ("a", "b")}
-    for sim in boxes.values():
-        await sim.start()
-    try:
-        yield boxes
-    finally:
-        for sim in boxes.values():
-            await sim.stop()
-
-
-@pytest.fixture(params=["redis"])
-def shared_redis_url(request: pytest.FixtureRequest, redis_url: str, redis: Any) -> str:
+def shared_redis_url(redis_url: str, redis: Any) -> str:
+    """One server, or under BRIDGE_TEST_REDIS=cluster (make test's cluster pass) a 3-master cluster."""
     return redis_url
 
 

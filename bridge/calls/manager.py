@@ -50,6 +50,8 @@ VAR_LEAD = "bridge_lead_id"
 VAR_DIRECTION = "bridge_direction"
 
 FORK_BUGNAME = "ai_fork"
+# Session field set once, just before the AI's first fork is opened.
+FORK_OPENING = "ai_fork_opening"
 _IDLE_WORKER_S = 120.0
 _NORMAL_CAUSES = {"NORMAL_CLEARING", "ORIGINATOR_CANCEL", "NORMAL_UNSPECIFIED"}
 # Events of a box another bridge handles are kept this many leases (bridge.calls.ownership),
@@ -347,7 +349,7 @@ class CallManager:
     async def _setup_orphaned(self, session: Session) -> bool:
         """True when the bridge that claimed this call's setup died before finishing it (its
         PARK is replayed here after a takeover, bridge.calls.ownership); the claim becomes ours."""
-        if session.terminal or session.recording_state != "off":
+        if session.terminal or session.extra.get(FORK_OPENING):
             return False
         key = keys.call_owner(session.call_id)
         holder = await self.svc.redis.get(key)
@@ -471,14 +473,20 @@ class CallManager:
         )
         path = f"{settings.recordings_dir.rstrip('/')}/{call_id}.wav"
         switch = self.svc.switches.of(session)
-        await switch.record_start(call_id, path)
-        await self.svc.sessions.update(
-            call_id, recording_path=path, recording_state="recording", recording_started_at=repr(time.time())
-        )
+        if session.recording_state == "off":  # a setup resumed after a takeover may have started it
+            await switch.record_start(call_id, path)
+            started = repr(time.time())
+            await self.svc.sessions.update(
+                call_id, recording_path=path, recording_state="recording", recording_started_at=started
+            )
         await switch.setvar(call_id, "mod_audio_fork_subprotocol", agent.subprotocol)
         if agent.auth_token:
             await switch.setvar(call_id, "mod_audio_fork_auth_token", agent.auth_token)
         metadata = await self.metadata_frame(session, agent, token)
+        # Marked before the command: a bridge that resumes this setup after a takeover must not
+        # open a second fork (bridge.calls.ownership); past this point the setup is not resumed.
+        if not await self.svc.sessions.set_once(call_id, FORK_OPENING, "1"):
+            return
         await switch.fork_start(
             call_id,
             agent.ws_url,
