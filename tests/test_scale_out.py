@@ -259,3 +259,15 @@ def test_a_bad_box_list_stops_bridge_run_with_a_clear_message(esl_url: str, says
     )
     assert done.returncode == 2
     assert says in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_fact_is_emitted_once_whichever_bridge_repeats_it(redis: aioredis.Redis):
+    from bridge.webhooks.outbox import Outbox
+
+    first, second = Outbox(redis), Outbox(redis)  # two bridges' outboxes on one Redis
+    sent = await first.emit("call.ended", "acme", {"call_id": "c1"}, once="c1")
+    again = await second.emit("call.ended", "acme", {"call_id": "c1", "late": True}, once="c1")
+    other = await second.emit("call.ended", "acme", {"call_id": "c2"}, once="c2")
+    assert sent is not None and again is None and other is not None
+    found = [(e.event_type, e.data) for e in await first.read_all()]
+    assert found == [("call.ended", {"call_id": "c1"}), ("call.ended", {"call_id": "c2"})]

@@ -54,6 +54,8 @@ class AiForkEvents:
         session = await self.fork_session(event.unique_id)
         if session is not None:
             await self.svc.sessions.update(session.call_id, fork_connected=True)
+            # A no-op unless the bridge that opened the fork died before saying so.
+            await self.calls.emit_ai_session_started(session)
 
     async def _on_ai_audio(self, event: Event) -> None:
         """The AI sent audio over its WebSocket (playAudio): mod_audio_fork only wrote it to a file

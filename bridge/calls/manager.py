@@ -363,6 +363,7 @@ class CallManager:
 
     async def _resume_setup(self, session: Session) -> None:
         """Finish the setup a dead bridge began: every step below is safe to repeat."""
+        await self.emit_call_started(session)
         # Its session is this process's to carry now (bridge_live_sessions).
         self.svc.metrics.session_started(
             session.call_id, box=self.svc.switches.box_of(session).id, voice_agent=session.voice_agent_id
@@ -414,25 +415,26 @@ class CallManager:
 
     async def mark_answered(self, call_id: str) -> bool:
         """Record the answer once, whoever sees it first (our uuid_answer or CHANNEL_ANSWER)."""
-        now = time.time()
-        if not await self.svc.sessions.set_once(call_id, "answered_at", repr(now)):
-            return False
+        first = await self.svc.sessions.set_once(call_id, "answered_at", repr(time.time()))
         session = await self.svc.sessions.get(call_id)
-        if session is None:
+        if session is None or session.answered_at is None:
             return False
-        if not session.terminal:
+        if first and not session.terminal:
             await self.svc.sessions.update(call_id, state="in_progress")
+        # Also when not first: the bridge that was first may have died before emitting.
+        answered = session.answered_at
         await self.svc.outbox.emit(
             "call.answered",
             session.tenant_id,
             {
                 "call_id": call_id,
                 "campaign_id": session.campaign_id,
-                "answer_time": iso(now),
-                "ring_duration_s": round(max(0.0, now - session.started_at), 3),
+                "answer_time": iso(answered),
+                "ring_duration_s": round(max(0.0, answered - session.started_at), 3),
             },
+            once=call_id,
         )
-        return True
+        return first
 
     def token_ttl_s(self, agent: VoiceAgent) -> int:
         if agent.token_lifetime == "ws_session":
@@ -494,19 +496,25 @@ class CallManager:
             metadata=metadata,
             bugname=FORK_BUGNAME,
         )
+        await self.emit_ai_session_started(session)
+        for hook in self.after_connect:
+            await hook(call_id, agent, token)
+
+    async def emit_ai_session_started(self, session: Session) -> None:
+        """Once per session: after the fork is opened, and again (a no-op then) when it connects,
+        in case the bridge that opened it died first."""
         await self.svc.outbox.emit(
             "ai_session.started",
             session.tenant_id,
             {
-                "call_id": call_id,
-                "voice_agent_id": agent.id,
-                "ws_url": agent.ws_url,
-                "subprotocol": agent.subprotocol,
+                "call_id": session.call_id,
+                "voice_agent_id": session.voice_agent_id,
+                "ws_url": session.ws_url,
+                "subprotocol": session.subprotocol,
                 "started_at": iso(session.started_at),
             },
+            once=session.call_id,
         )
-        for hook in self.after_connect:
-            await hook(call_id, agent, token)
 
     async def to_default_queue(self, session: Session, reason: str) -> bool:
         """Hand a caller whose AI is gone to the tenant's queue (`ws_disconnect_action:
@@ -557,6 +565,13 @@ class CallManager:
         # Terminal now, whoever ended it: bridge_live_sessions counts it no more.
         self.svc.metrics.session_ended(call_id)
         if not ended:
+            # Ended elsewhere, or by a bridge that may have died before its last steps (a replayed
+            # hangup after a takeover): those that are safe to repeat are repeated.
+            session = await self.svc.sessions.get(call_id)
+            if session is not None and session.terminal:
+                if session.voice_agent_id:
+                    await self.svc.voice_agents.release_slot(session.voice_agent_id, call_id)
+                await self._emit_ended(session)
             return False
         for timer in self._timers.pop(call_id, []):
             timer.cancel()
@@ -572,22 +587,26 @@ class CallManager:
             await self.svc.voice_agents.release_slot(session.voice_agent_id, call_id)
         if session.conference_id and outcome != "conference_left":
             await self._drop_ai_leg(session)
-        logs = await self.svc.sessions.logs(call_id)
+        await self._emit_ended(session)
+        log.info("ai_session_ended", call_id=call_id, outcome=outcome, reason=reason)
+        return True
+
+    async def _emit_ended(self, session: Session) -> None:
+        logs = await self.svc.sessions.logs(session.call_id)
         await self.svc.outbox.emit(
             "ai_session.ended",
             session.tenant_id,
             {
-                "call_id": call_id,
+                "call_id": session.call_id,
                 "voice_agent_id": session.voice_agent_id,
-                "outcome": outcome,
-                "reason": reason or None,
+                "outcome": session.outcome,
+                "reason": session.reason or None,
                 "ended_at": iso(session.ended_at),
                 "duration_s": session.duration_s(),
                 "metadata": {"logs": logs},
             },
+            once=session.call_id,
         )
-        log.info("ai_session_ended", call_id=call_id, outcome=outcome, reason=reason)
-        return True
 
     async def _drop_ai_leg(self, session: Session) -> None:
         """The session ended while the AI was in a conference: its leg must not stay behind
@@ -615,17 +634,18 @@ class CallManager:
         # The session may have been ended by another instance (a verb sent there): it is over here too.
         self.svc.metrics.session_ended(call_id)
         await self.svc.sessions.update(call_id, hangup_cause=cause, call_ended_at=time.time())
-        if not session.terminal:
-            if session.answered:
-                reason = "caller_hangup" if cause in _NORMAL_CAUSES else f"hangup_cause:{cause}"
-                await self.finish(call_id, "hangup", reason)
-            else:
-                await self.finish(call_id, "error", f"not_answered:{cause}")
-        if not await self.svc.sessions.set_once(call_id, "call_ended_emitted", "1"):
-            return
+        if session.terminal:
+            # Ended already; finish repeats what the bridge that ended it may not have lived to do.
+            await self.finish(call_id, session.outcome or "hangup", session.reason or "")
+        elif session.answered:
+            reason = "caller_hangup" if cause in _NORMAL_CAUSES else f"hangup_cause:{cause}"
+            await self.finish(call_id, "hangup", reason)
+        else:
+            await self.finish(call_id, "error", f"not_answered:{cause}")
         session = await self.svc.sessions.get(call_id) or session
         now = time.time()
         talk = int(now - session.answered_at) if session.answered_at else 0
+        # Once per call, whichever bridge (or repeated hangup) gets here first.
         await self.svc.outbox.emit(
             "call.ended",
             session.tenant_id,
@@ -640,6 +660,7 @@ class CallManager:
                 "notes": session.notes,
                 "recording_url": self.recording_url(session),
             },
+            once=call_id,
         )
 
     def recording_url(self, session: Session) -> str | None:
@@ -688,6 +709,7 @@ class CallManager:
                 "voice_agent_id": session.voice_agent_id,
                 "started_at": iso(session.started_at),
             },
+            once=session.call_id,
         )
 
 

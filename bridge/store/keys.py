@@ -233,6 +233,15 @@ def outbox() -> str:
     return f"{PREFIX}{WEBHOOKS}:outbox"
 
 
+# {webhooks}:once:<fact>      string set with the one event of a fact that must be emitted once
+#                             (e.g. call.ended:<call_id>), in the outbox's slot   EMITTED_ONCE_TTL_S
+EMITTED_ONCE_TTL_S = 7 * 86400
+
+
+def emitted_once(fact: str) -> str:
+    return f"{PREFIX}{WEBHOOKS}:once:{fact}"
+
+
 def webhook(sub_id: str) -> str:
     return f"{PREFIX}{WEBHOOKS}:webhook:{sub_id}"
 

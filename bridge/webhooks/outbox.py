@@ -74,19 +74,43 @@ class DomainEvent:
         )
 
 
+# KEYS[1] the fact's once key, KEYS[2] the outbox (one slot: {webhooks}); ARGV ttl, maxlen, then
+# the event's field/value pairs. 1 = emitted now, 0 = emitted before.
+_EMIT_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+"""
+
+
 class Outbox:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
+        self._emit_once = redis.register_script(_EMIT_ONCE)
 
     def build(self, event_type: str, tenant_id: str, data: dict[str, Any]) -> DomainEvent:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event_type!r}")
         return DomainEvent(f"evt_{ULID()}", event_type, tenant_id, int(time.time()), data)
 
-    async def emit(self, event_type: str, tenant_id: str, data: dict[str, Any]) -> DomainEvent:
+    async def emit(
+        self, event_type: str, tenant_id: str, data: dict[str, Any], *, once: str | None = None
+    ) -> DomainEvent | None:
+        """Append an event. With `once` (a fact such as the call id of a call.ended), only the
+        first emit of `event_type` for it goes out, whichever bridge makes it, so a step that is
+        repeated after a crash (bridge.calls.ownership) cannot emit it twice or lose it; None
+        when it was out already."""
         event = self.build(event_type, tenant_id, data)
-        await self.redis.xadd(keys.outbox(), event.to_fields(), maxlen=keys.OUTBOX_MAXLEN, approximate=True)
-        return event
+        if once is None:
+            fields = event.to_fields()
+            await self.redis.xadd(keys.outbox(), fields, maxlen=keys.OUTBOX_MAXLEN, approximate=True)
+            return event
+        pairs = [x for item in event.to_fields().items() for x in item]
+        fact = keys.emitted_once(f"{event_type}:{once}")
+        sent = await self._emit_once(
+            keys=[fact, keys.outbox()], args=[keys.EMITTED_ONCE_TTL_S, keys.OUTBOX_MAXLEN, *pairs]
+        )
+        return event if int(sent) == 1 else None
 
     async def read_all(self, count: int = 1000) -> list[DomainEvent]:
         """Every event still in the stream, oldest first (tests and the admin view use it)."""
