@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the FreeSWITCH the bridge is tested against, into one prefix:
-#   sofia-sip 1.13.17, spandsp, FreeSWITCH 1.10.12 (a trimmed module set) and drachtio's
+#   sofia-sip 1.13.17, spandsp, FreeSWITCH 1.10.12 (a trimmed module set; for text-to-speech
+#   mod_flite against Debian's flite1-dev, mod_tts_commandline for espeak-ng and mod_ssml, whose
+#   tts:// file format plays speech as a file, with PLAYBACK events) and drachtio's
 #   mod_audio_fork (built out of tree against the installed headers, with Debian's libwebsockets).
 #
 # Sources: the tarballs in $FREESWITCH_SRC (default: ../shared/freeswitch-src next to the repo;
@@ -17,7 +19,7 @@
 #
 # Idempotent: a finished build writes $PREFIX/.bridge-freeswitch-build (the recipe version, the
 # module list and each tarball's sha256); when that stamp matches, nothing is rebuilt.
-# As root it apt-installs the Debian build dependencies and sip-tester (SIPp) first.
+# As root it apt-installs the Debian build dependencies, sip-tester (SIPp) and espeak-ng first.
 set -euo pipefail
 
 RECIPE=1
@@ -46,7 +48,9 @@ declare -A PINNED=(
 declare -A REQUIRED=(
   [$FS_TARBALL]="bootstrap.sh configure.ac build/modules.conf.in src/switch.c src/include/switch.h
     src/mod/endpoints/mod_sofia/mod_sofia.c src/mod/event_handlers/mod_event_socket/mod_event_socket.c
-    src/mod/applications/mod_conference/mod_conference.c src/mod/applications/mod_spandsp/mod_spandsp.c"
+    src/mod/applications/mod_conference/mod_conference.c src/mod/applications/mod_spandsp/mod_spandsp.c
+    src/mod/asr_tts/mod_flite/mod_flite.c src/mod/asr_tts/mod_tts_commandline/mod_tts_commandline.c
+    src/mod/formats/mod_ssml/mod_ssml.c libs/iksemel/src/iks.c"
   [$SOFIA_TARBALL]="bootstrap.sh configure.ac libsofia-sip-ua/nua/nua.c"
   [$SPANDSP_TARBALL]="bootstrap.sh configure.ac src/spandsp.h.in src/t38_core.c"
   [$DRACHTIO_TARBALL]="modules/mod_audio_fork/mod_audio_fork.c modules/mod_audio_fork/lws_glue.cpp
@@ -63,6 +67,8 @@ applications/mod_dptools
 applications/mod_hash
 applications/mod_http_cache
 applications/mod_spandsp
+asr_tts/mod_flite
+asr_tts/mod_tts_commandline
 dialplans/mod_dialplan_xml
 endpoints/mod_loopback
 endpoints/mod_sofia
@@ -70,6 +76,7 @@ event_handlers/mod_event_socket
 formats/mod_local_stream
 formats/mod_native_file
 formats/mod_sndfile
+formats/mod_ssml
 formats/mod_tone_stream
 loggers/mod_console
 loggers/mod_logfile
@@ -79,9 +86,9 @@ DEBIAN_DEPS=(
   build-essential autoconf automake libtool libtool-bin pkg-config xz-utils
   libssl-dev zlib1g-dev libsqlite3-dev libcurl4-openssl-dev libpcre3-dev libspeexdsp-dev libspeex-dev
   libedit-dev libtiff-dev libjpeg-dev uuid-dev libsndfile1-dev libopus-dev libldns-dev yasm nasm
-  libwebsockets-dev
+  libwebsockets-dev flite1-dev
 )
-TEST_DEPS=(sip-tester)
+TEST_DEPS=(sip-tester espeak-ng)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'build-freeswitch: error: %s\n' "$*" >&2; exit 1; }
@@ -153,7 +160,7 @@ flock 9
 if built && [ "$(cat "$STAMP")" = "$(expected_stamp)" ]; then
   say "FreeSWITCH already built in $PREFIX (stamp $STAMP matches the sources): nothing to do"
   if ! apt_install "${TEST_DEPS[@]}"; then
-    echo "note: sip-tester (SIPp) is not installed and this is not root: apt-get install sip-tester" >&2
+    echo "note: sip-tester (SIPp) or espeak-ng is not installed and this is not root: apt-get install sip-tester espeak-ng" >&2
   fi
   exit 0
 fi
@@ -163,7 +170,7 @@ if ! apt_install "${DEBIAN_DEPS[@]}" "${TEST_DEPS[@]}"; then
   missing=$(missing_debs "${DEBIAN_DEPS[@]}")
   [ -n "$missing" ] && die "not root, and these Debian packages are missing:" $missing \
     "(apt-get install them, or run as root)"
-  echo "note: sip-tester (SIPp) is not installed and this is not root: apt-get install sip-tester" >&2
+  echo "note: sip-tester (SIPp) or espeak-ng is not installed and this is not root: apt-get install sip-tester espeak-ng" >&2
 fi
 
 # ------------------------------------------------------------------ 3. the tarballs' contents
