@@ -148,6 +148,12 @@ class Settings:
     metrics_token: str = ""
     metrics_refresh_s: float = 5.0
 
+    # Text-to-speech (v1.1 extension, docs/control-api.md "TTS"): off answers tts_text with 422
+    # tts_not_supported as v1 does; flite (mod_flite) or espeak (espeak-ng via mod_tts_commandline)
+    # speak it. An empty voice is the engine's default (bridge.tts.ENGINES).
+    tts: str = "off"
+    tts_voice: str = ""
+
     instance_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
     @classmethod
@@ -202,7 +208,14 @@ class Settings:
             recording_url_ttl_s=_env_int("BRIDGE_RECORDING_URL_TTL_S", d.recording_url_ttl_s),
             metrics_token=_env("BRIDGE_METRICS_TOKEN", d.metrics_token),
             metrics_refresh_s=_env_float("BRIDGE_METRICS_REFRESH_S", d.metrics_refresh_s),
+            tts=_env("BRIDGE_TTS", d.tts).strip().lower(),
+            tts_voice=_env("BRIDGE_TTS_VOICE", d.tts_voice).strip(),
         )
+
+    def __post_init__(self) -> None:
+        from bridge.tts import check_settings  # bridge.tts needs bridge.calls, which needs no settings
+
+        check_settings(self.tts, self.tts_voice)
 
     @property
     def esl(self) -> EslTarget:

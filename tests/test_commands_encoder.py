@@ -12,13 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.calls.commands import (
+    DELIM,
+    SPEECH_MAX_CHARS,
     UnsafeValue,
     arg_list,
     command,
+    delimited_command,
     inline_dialplan,
     join,
     json_text,
     literal,
+    speech_text,
     url,
     var_block,
     word,
@@ -34,6 +38,7 @@ from bridge.sim.arguments import (
     separate_string,
     split_command,
 )
+from bridge.tts import speech_source
 from bridge.verbs.call_control import dial_endpoint, transfer_dialplan
 from bridge.verbs.models import Transfer
 from tests.strategies import hostile_text
@@ -228,3 +233,136 @@ def test_a_command_is_only_what_command_builds():
     with pytest.raises(TypeError):
         _require_command(f"uuid_kill {UUID}")
     _require_command(command("uuid_kill", UUID))
+
+
+# ---------------------------------------------------------------- speech text (v1.1 TTS)
+
+
+def _speech_normalised(text: str) -> str:
+    """The documented normalisation (docs/control-api.md "TTS"), written out independently."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if c.isspace() else "\u2019" if c == "'" else c for c in text)
+    return " ".join(text.split())
+
+
+SPEECH = st.text(
+    st.one_of(
+        st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF),
+        st.sampled_from(list("${}[]()',|^\\\" \n\r\t\x00=:;@/&!~%#*?+`<>")),
+        st.sampled_from(list("Hello, world. 10:30! ¿Qué tal? été \u2019")),
+    ),
+    max_size=60,
+)
+
+
+@MANY
+@given(SPEECH)
+def test_speech_text_is_refused_or_read_back_by_uuid_broadcast_and_mod_ssml_as_its_normal_form(text: str):
+    """uuid_broadcast ^^`<uuid>`playback::{playback_id=…}tts://flite|kal|<text>`aleg, parsed the
+    way the switch does it: mod_commands' split (on the delimiter), switch_ivr_broadcast's `::`,
+    switch_core_file_open's {…} block and `://`, mod_ssml's tts_file_open split on `|` (three parts)."""
+    try:
+        source = speech_source("flite", "", text, None)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.extra["errors"][0]["loc"] == ["tts_text"]
+        return
+    expected = _speech_normalised(text)
+    assert expected and len(expected) <= SPEECH_MAX_CHARS
+    path = join("playback::", var_block({"playback_id": "pb_01J"}), source)
+    cmd = delimited_command("uuid_broadcast", UUID, path, "aleg")
+    assert "\n" not in cmd and "$" not in cmd and "\\" not in cmd and "'" not in cmd
+    name, rest = split_command(cmd)
+    argv = separate_string(rest, " ", 4)
+    assert name == "uuid_broadcast" and argv[0] == UUID and argv[2] == "aleg" and len(argv) == 3
+    app, sep, data = argv[1].partition("::")
+    assert (app, sep) == ("playback", "::") and "!" not in app
+    variables, file = parse_var_block(data)
+    assert variables == {"playback_id": "pb_01J"}
+    module, _, spec = file.partition("://")
+    assert module == "tts"
+    assert separate_string(spec, "|", 3) == ["flite", "kal", expected]
+
+
+@MANY
+@given(SPEECH)
+def test_speech_text_in_a_conference_play_reads_back_as_the_file_and_the_member(text: str):
+    try:
+        source = speech_source("espeak", "", text, "en-gb")
+    except ApiError:
+        return
+    cmd = delimited_command("conference", "room-1", "play", source, "7")
+    name, rest = split_command(cmd)
+    argv = separate_string(rest, " ", 25)
+    assert name == "conference" and argv == ["room-1", "play", str(source), "7"]
+    assert separate_string(str(source).removeprefix("tts://"), "|", 3) == [
+        "tts_commandline",
+        "en-gb",
+        _speech_normalised(text),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "${uuid_kill(6f1c9a52-0d7e-4a53-9a55-2b8f3f1d1c11)}",
+        "hi `uuid_kill x`",
+        "a|b",
+        "a^b",
+        "{x=y}",
+        "[[h@l@U]]",  # espeak-ng's phoneme input
+        "<speak>x</speak>",
+        "back\\slash",
+        "nul\x00",
+        "bell\x07",
+        "rtl\u202eoverride",
+        "zero\u200bwidth",
+        "tilde~",
+        "   ",
+        "",
+        "x" * (SPEECH_MAX_CHARS + 1),
+    ],
+)
+def test_hostile_speech_text_is_refused(text: str):
+    with pytest.raises(UnsafeValue):
+        speech_text(text, "tts_text")
+
+
+def test_speech_text_normalises_whitespace_and_the_apostrophe():
+    assert speech_text("  Don't\n\tpanic,\r\n  it's 10:30!  ") == "Don\u2019t panic, it\u2019s 10:30!"
+    assert speech_text("e\u0301te\u0301") == "\u00e9t\u00e9"  # NFC
+
+
+def test_a_delimited_command_refuses_an_argument_holding_the_delimiter_or_blank_edges():
+    cmd = delimited_command("uuid_broadcast", UUID, speech_text("a b"))
+    assert cmd == f"uuid_broadcast ^^{DELIM}{UUID}{DELIM}a b"
+    with pytest.raises(UnsafeValue):
+        delimited_command("x", literal(f"a{DELIM}b"))
+    with pytest.raises(UnsafeValue):
+        delimited_command("x", literal(" a"))
+    with pytest.raises(UnsafeValue):
+        delimited_command("x", "a b")  # a plain str must be a word
+
+
+@pytest.mark.parametrize(
+    ("mode", "voice"), [("flite", "en-us"), ("flite", "kal;rm"), ("espeak", "kal"), ("espeak", "en us")]
+)
+def test_a_voice_off_the_engines_list_is_a_400_naming_voice(mode: str, voice: str):
+    with pytest.raises(ApiError) as caught:
+        speech_source(mode, "", "hello", voice)
+    assert caught.value.status == 400 and caught.value.extra["errors"][0]["loc"] == ["voice"]
+
+
+def test_tts_off_is_422_and_settings_refuse_an_unknown_engine_or_voice():
+    with pytest.raises(ApiError) as caught:
+        speech_source("off", "", "hello", None)
+    assert (caught.value.status, caught.value.code) == (422, "tts_not_supported")
+    assert speech_source("flite", "", "hi", None) == "tts://flite|kal|hi"
+    assert speech_source("flite", "slt", "hi", None) == "tts://flite|slt|hi"
+    assert speech_source("espeak", "", "hi", None) == "tts://tts_commandline|en-us|hi"
+    with pytest.raises(ValueError):
+        Settings(tts="festival")
+    with pytest.raises(ValueError):
+        Settings(tts="flite", tts_voice="en-us")
+    assert Settings(tts="espeak", tts_voice="de").tts_voice == "de"

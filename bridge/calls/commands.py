@@ -22,14 +22,21 @@ The one value that needs more than a word is JSON (the audio fork's metadata fra
 `json_text` writes it with every string character outside a plain alphabet as a `\\uXXXX`
 escape, so the text holds no space, quote, `$`, `|` or backslash escape that any layer would read.
 
-A command is a `Command`, which only `command()` makes; `Switch.api` refuses a plain str, so a
-command cannot be put together with an f-string somewhere else.
+Speech text (v1.1 TTS, bridge.tts) is the one free text: `speech_text` normalises it (NFC, every
+run of whitespace one space, `'` as U+2019) and refuses what some layer would read (`$`, `\\`,
+control and format characters, `| ^ ~ { } [ ] < >` and the backtick). It holds spaces, so its
+command is a `delimited_command`: `name ^^`a`b`c`, switch_separate_string's own delimiter,
+which no encoded value holds.
+
+A command is a `Command`, which only `command()` and `delimited_command()` make; `Switch.api`
+refuses a plain str, so a command cannot be put together with an f-string somewhere else.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,6 +155,41 @@ def _json_char(c: str) -> str:
     return f"\\u{code:04x}"
 
 
+# Speech text: ASCII outside this set is refused (`'` becomes U+2019 first); any other character
+# is kept unless it is a control, format, surrogate, private-use or unassigned one (category C*).
+# Non-ASCII is safe byte for byte: no byte of a multi-byte UTF-8 sequence is an ASCII character.
+_SPEECH_ASCII = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 " "!\"#%&()*+,-./:;=?@_"
+)
+_SPEECH_QUOTE = "\u2019"
+SPEECH_MAX_CHARS = 1000
+# The delimiter of a delimited_command: outside every alphabet above (word, url, JSON, speech).
+DELIM = "`"
+
+
+def speech_text(value: str, what: str = "text") -> Arg:
+    """Free text for a TTS engine, normalised (NFC, whitespace runs as one space, trimmed, `'` as
+    U+2019), at most SPEECH_MAX_CHARS characters; anything else is refused."""
+    if not isinstance(value, str):
+        raise UnsafeValue(what, f"it is a {type(value).__name__}, not a string")
+    out = []
+    for c in unicodedata.normalize("NFC", value):
+        if c.isspace():
+            out.append(" ")
+        elif c == "'":
+            out.append(_SPEECH_QUOTE)
+        elif c in _SPEECH_ASCII or (ord(c) > 0x7F and not unicodedata.category(c).startswith("C")):
+            out.append(c)
+        else:
+            raise UnsafeValue(what, f"it contains {c!r} (U+{ord(c):04X}), which speech text may not hold")
+    text = " ".join("".join(out).split())
+    if not text:
+        raise UnsafeValue(what, "it is empty")
+    if len(text) > SPEECH_MAX_CHARS:
+        raise UnsafeValue(what, f"it is longer than {SPEECH_MAX_CHARS} characters")
+    return Arg(text)
+
+
 def arg_list(*args: str, delim: str = "|") -> Arg:
     """`^^|a|b|c`: one call's own delimiter (jambonz does this for uuid_audio_fork), so a JSON
     argument stays whole. Each piece must already be encoded (a word, a URL, JSON text)."""
@@ -184,6 +226,18 @@ def join(*pieces: str) -> Arg:
 def literal(text: str) -> Arg:
     """Syntax written in the code itself (`&conference(`, `)`), never a value from outside."""
     return Arg(text)
+
+
+def delimited_command(name: str, *args: str) -> Command:
+    """`name ^^`a`b`c`: for a command one of whose arguments holds spaces (speech text), split by
+    switch_separate_string on DELIM instead. Each argument is encoded (or a word) as for
+    command(), and none can hold DELIM."""
+    word(name, "command")
+    parts = [arg if isinstance(arg, Arg) else word(arg, f"{name} argument") for arg in args]
+    for part in parts:
+        if DELIM in part or not part.strip() or part != part.strip():
+            raise UnsafeValue(f"{name} argument", f"{part!r} cannot be a delimited argument")
+    return Command(f"{name} ^^{DELIM}" + DELIM.join(parts))
 
 
 def command(name: str, *args: str) -> Command:
