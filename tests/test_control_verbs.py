@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 
 from tests.conftest import AgentServer, in_thread
-from tests.helpers import commands, end_call, events, sandbox_with, sdk, snapshot, start_call, wait_until
+from tests.helpers import (
+    commands,
+    control,
+    end_call,
+    events,
+    sandbox_with,
+    sdk,
+    snapshot,
+    start_call,
+    wait_until,
+)
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -127,6 +137,70 @@ async def test_play_audio_broadcasts_to_the_a_leg_with_a_playback_id(sandbox, ag
     assert commands(sandbox, call.call_id, "uuid_broadcast") == [
         f"uuid_broadcast {call.call_id} playback::{{playback_id={playback_id}}}http_cache://{url} aleg"
     ]
+
+
+@pytest.fixture
+async def tts_sandbox(redis_url: str, redis: Any, tmp_path: Any) -> Any:
+    async with sandbox_with(redis_url, tmp_path, rate_limit_per_s=1000, tts="flite", tts_voice="slt") as box:
+        yield box
+
+
+async def test_play_audio_speaks_tts_text_with_a_playback_id_and_playback_events(
+    tts_sandbox, agent_server: AgentServer
+):
+    """v1.1 TTS: the text plays as mod_ssml's tts:// file, in uuid_broadcast's delimited form."""
+    sandbox = tts_sandbox
+    call = await start_call(sandbox, agent_server)
+    ai = sdk(sandbox).ai_sessions
+    text = "Hello!  Your\norder #42 ships today, don't worry."
+    spoken = "Hello! Your order #42 ships today, don\u2019t worry."
+    result = assert_envelope(
+        await in_thread(ai.play_audio, call.call_id, tts_text=text, callback_token=call.token), call.call_id
+    )
+    playback_id = result["playback_id"]
+    assert playback_id.startswith("pb_")
+    file = f"{{playback_id={playback_id}}}tts://flite|slt|{spoken}"
+    assert commands(sandbox, call.call_id, "uuid_broadcast") == [
+        f"uuid_broadcast ^^`{call.call_id}`playback::{file}`aleg"
+    ]
+    # The request's voice wins over BRIDGE_TTS_VOICE.
+    await in_thread(ai.play_audio, call.call_id, tts_text="Bye.", voice="awb", callback_token=call.token)
+    assert commands(sandbox, call.call_id, "uuid_broadcast")[-1].endswith("tts://flite|awb|Bye.`aleg")
+
+
+async def test_play_audio_tts_is_deduplicated_like_an_audio_url(tts_sandbox, agent_server: AgentServer):
+    sandbox = tts_sandbox
+    call = await start_call(sandbox, agent_server)
+    body = {"event": "play_audio", "tts_text": "Once only."}
+    first = await control(sandbox, call.call_id, body, auth=call.token, idempotency_key="say-1")
+    again = await control(sandbox, call.call_id, body, auth=call.token, idempotency_key="say-1")
+    assert first.status == again.status == 200
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert first.body["result"] == again.body["result"]
+    assert len(commands(sandbox, call.call_id, "uuid_broadcast")) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"tts_text": "${uuid_kill(x)}"}, "tts_text"),
+        ({"tts_text": "a`b"}, "tts_text"),
+        ({"tts_text": "line\x00"}, "tts_text"),
+        ({"tts_text": "x" * 1001}, "tts_text"),
+        ({"tts_text": "  \n "}, "tts_text"),
+        ({"tts_text": "hi", "voice": "en-us"}, "voice"),
+        ({"tts_text": "hi", "voice": "kal|x"}, "voice"),
+    ],
+)
+async def test_play_audio_tts_refuses_hostile_text_and_unknown_voices_with_400(
+    tts_sandbox, agent_server: AgentServer, body: dict[str, Any], loc: str
+):
+    sandbox = tts_sandbox
+    call = await start_call(sandbox, agent_server)
+    reply = await control(sandbox, call.call_id, {"event": "play_audio", **body}, auth=call.token)
+    assert reply.status == 400 and reply.code == "validation_error"
+    assert reply.body["detail"]["errors"][0]["loc"] == [loc]
+    assert commands(sandbox, call.call_id, "uuid_broadcast") == []
 
 
 async def test_recording_pause_and_resume(sandbox, agent_server: AgentServer):

@@ -269,6 +269,59 @@ async def test_whisper_on_a_listen_only_monitor_outside_the_conference_is_403(
     assert r.bug in forks(sandbox, r.target)  # the monitor itself goes on
 
 
+@pytest.fixture
+async def tts_sandbox(redis_url: str, redis: Any, tmp_path: Any) -> Any:
+    async with sandbox_with(redis_url, tmp_path, rate_limit_per_s=1000, tts="espeak") as box:
+        yield box
+
+
+async def test_whisper_tts_to_a_conference_member_plays_the_speech_to_that_member(
+    tts_sandbox, agent_server: AgentServer
+):
+    """v1.1 TTS: conference play of mod_ssml's tts:// file, in the conference API's delimited form."""
+    sandbox = tts_sandbox
+    r = await room(sandbox, agent_server)
+    tip = "Offer the upgrade."
+    assert await r.verb("whisper", target_call_id=r.target, tts_text=tip, voice="en-gb") == {}
+    speech = f"tts://tts_commandline|en-gb|{tip}"
+    assert switch_commands(sandbox, "conference ")[-1] == (
+        f"conference ^^`{r.conference_id}`play`{speech}`{fs_id(r.member_id)}"
+    )
+    assert snapshot(sandbox, r.target)["conference_member"]["playing"] == speech
+    assert snapshot(sandbox, r.cid)["conference_member"]["playing"] is None
+    entry = next(e for e in await logs(sandbox, r.cid) if e.get("event") == "whisper")
+    assert entry["via"] == "conference_play" and entry["tts_chars"] == len("Offer the upgrade.")
+    assert "audio_url" not in entry
+
+
+async def test_whisper_tts_through_a_monitor_displaces_the_speech_into_the_target(
+    tts_sandbox, agent_server: AgentServer
+):
+    sandbox = tts_sandbox
+    r = await room(sandbox, agent_server)
+    await r.verb("monitor_start", target_call_id=r.target, mode="listen_and_whisper")
+    await bridged_out(sandbox, r)
+    assert await r.verb("whisper", target_call_id=r.target, tts_text="Ask for the email.") == {}
+    speech = "tts://tts_commandline|en-us|Ask for the email."
+    assert commands(sandbox, r.target, "uuid_displace") == [f"uuid_displace ^^`{r.target}`start`{speech}`0`m"]
+    assert snapshot(sandbox, r.target)["displace"] == {speech: "m"}
+    await wait_until(lambda: _async(snapshot(sandbox, r.target)["displace"] == {}))
+
+
+async def test_whisper_tts_is_422_when_tts_is_off_and_400_for_a_voice_of_another_engine(
+    sandbox, tts_sandbox, agent_server: AgentServer
+):
+    r = await room(sandbox, agent_server)
+    with pytest.raises(APIError) as exc:
+        await r.verb("whisper", target_call_id=r.target, tts_text="hi")
+    assert exc.value.status_code == 422 and exc.value.detail["code"] == "tts_not_supported"
+    r2 = await room(tts_sandbox, agent_server)
+    with pytest.raises(APIError) as exc:
+        await r2.verb("whisper", target_call_id=r2.target, tts_text="hi", voice="kal")
+    assert exc.value.status_code == 400 and exc.value.detail["errors"][0]["loc"] == ["voice"]
+    assert switch_commands(tts_sandbox, "conference ^^") == []
+
+
 # ---------------------------------------------------------------- barge
 
 

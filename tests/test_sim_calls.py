@@ -269,6 +269,36 @@ async def test_broadcast_of_an_http_file_plays_and_carries_its_variables(sim, es
     assert complete.get("Application-Response") == "FILE PLAYED"
 
 
+async def test_broadcast_of_speech_plays_for_its_text_length_with_playback_events(sim, esl):
+    """mod_ssml's tts:// through uuid_broadcast in the delimited form the bridge sends (v1.1 TTS):
+    the same PLAYBACK_START/STOP as a file, lasting tts_ms_per_char per character."""
+    uuid = await answered_call(sim, esl)
+    text = "Hello, caller: your order ships today!"
+    path = f"playback::{{playback_id=pb-9}}tts://flite|kal|{text}"
+    assert await esl.api(f"uuid_broadcast ^^`{uuid}`{path}`aleg") == "+OK Message sent\n"
+    start = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "PLAYBACK_START")
+    stop = await esl.wait_event(lambda e: e.unique_id == uuid and e.name == "PLAYBACK_STOP")
+    for ev in (start, stop):
+        assert ev.get("Playback-File-Path") == f"{{playback_id=pb-9}}tts://flite|kal|{text}"
+        assert ev.get("playback_id") == "pb-9"
+    assert stop.get("Playback-Status") == "done"
+    played_ms = int(stop.get("variable_playback_ms") or sim.snapshot(uuid)["variables"]["playback_ms"])
+    assert played_ms >= len(text) * 60 - 20
+
+
+async def test_speech_with_an_unknown_module_or_flite_voice_is_not_found(sim, esl):
+    uuid = await answered_call(sim, esl)
+    for spec in ("festival|kal|hi", "flite|nobody|hi", "flite|kal"):
+        await esl.api(f"uuid_broadcast ^^`{uuid}`playback::tts://{spec}`aleg")
+        complete = await esl.wait_event(
+            lambda e, spec=spec: e.unique_id == uuid
+            and e.name == "CHANNEL_EXECUTE_COMPLETE"
+            and spec in (e.get("Application-Data") or "")
+        )
+        assert complete.get("Application-Response") == "FILE NOT FOUND"
+    assert not [e for e in esl.of(uuid) if e.name == "PLAYBACK_START"]
+
+
 async def test_broadcast_of_a_missing_file_fails_without_playback_start(sim, esl):
     sim.set_playback_outcome("http://missing", "FILE NOT FOUND")
     uuid = await answered_call(sim, esl)

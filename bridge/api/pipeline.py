@@ -8,7 +8,8 @@ Order (docs/control-api.md explains each step):
 4. the call, in the credential's tenant: 404 `ai_session_not_found` for a call that does not exist
    and for another tenant's alike, so the answer says nothing about other tenants' calls
 5. rate limit: 429 `rate_limited` with Retry-After
-6. body: 400 `invalid_json` / `validation_error`, 422 `tts_not_supported`, 501 `verb_not_implemented`
+6. body: 400 `invalid_json` / `validation_error`, 422 `tts_not_supported` (BRIDGE_TTS=off),
+   501 `verb_not_implemented`
 7. idempotency: replay (`Idempotent-Replayed: true`), 422 `idempotency_key_reused`, or claim
 8. state machine: 409 `ai_session_terminated`
 9. the verb's handler
@@ -42,9 +43,11 @@ from bridge.api.admission import Admitter
 from bridge.api.auth import Principal, bearer, credential_key, principal_from
 from bridge.api.errors import ApiError, error_body, error_outcome, read_json_object, validation_error
 from bridge.calls.sessions import Session, iso
+from bridge.config import Settings
 from bridge.media.tokens import TOKEN_PREFIX
 from bridge.services import Services
 from bridge.store.redis import RedisClient, StoreUnavailable, dedicated, is_cluster
+from bridge.tts import speech_source
 from bridge.verbs.base import REGISTRY, VerbContext, VerbSpec
 from bridge.verbs.models import VERB_ADAPTER, VERB_NAMES
 
@@ -149,7 +152,7 @@ class ControlPipeline:
             event = body.get("event")
             if isinstance(event, str) and event in _VERB_NAMES:  # a name of the code's, not the client's
                 request[VERB_KEY] = event
-            cmd = self._parse(body)
+            cmd = self._parse(body, self.svc.settings)
             spec = REGISTRY.get(cmd.event)
             if spec is None:
                 raise ApiError(
@@ -237,7 +240,7 @@ class ControlPipeline:
         return session
 
     @staticmethod
-    def _parse(body: dict[str, Any]) -> Any:
+    def _parse(body: dict[str, Any], settings: Settings) -> Any:
         try:
             cmd = VERB_ADAPTER.validate_python(body)
         except ValidationError as exc:
@@ -250,11 +253,9 @@ class ControlPipeline:
             raise error from exc
         # Through model_fields: pydantic's __getattr__ on a model without the field is slow.
         if "tts_text" in type(cmd).model_fields and cmd.tts_text is not None:
-            raise ApiError(
-                422,
-                "tts_not_supported",
-                "TTS is not wired in v1: send audio_url with a pre-rendered WAV or MP3",
-            )
+            # v1.1 (bridge.tts): 422 while BRIDGE_TTS=off; else the text and voice are checked
+            # here, before the rate limit and the idempotency key, like any other field.
+            speech_source(settings.tts, settings.tts_voice, cmd.tts_text, cmd.voice)
         return cmd
 
     async def _wait_for_owner(

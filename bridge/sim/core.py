@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from bridge.sim.arguments import separate_string
 from bridge.sim.channels import Channel, new_uuid
 from bridge.sim.events import EventFactory, SimEvent
 
@@ -40,6 +41,12 @@ class OriginateOutcome:
     answer_delay_s: float | None
 
 
+# The speech modules of the real-switch build (mod_flite, mod_tts_commandline) and mod_flite's
+# voices (flite_speech_open); mod_tts_commandline passes any voice to its command.
+SPEECH_MODULES = frozenset({"flite", "tts_commandline"})
+FLITE_VOICES = frozenset({"awb", "kal", "kal16", "rms", "slt"})
+
+
 @dataclass(slots=True)
 class PlaybackOutcome:
     prefix: str
@@ -56,6 +63,9 @@ class Settings:
     fork_subprotocol: str
     playback_duration_s: float
     heartbeat_interval_s: float
+    # How long the speech of mod_ssml's tts:// takes per character of text (measured on the real
+    # switch: docs/control-api.md "TTS").
+    tts_ms_per_char: float = 60.0
 
 
 class SwitchCore:
@@ -157,8 +167,23 @@ class SwitchCore:
                 best = outcome
         if best is not None:
             return best.response, best.duration_s
+        if path[:6].lower() == "tts://":
+            return self._speech_outcome(path[6:])
         endless = path.startswith(("local_stream://", "silence_stream://-1")) or "loops=-1" in path
         return "FILE PLAYED", None if endless else self.settings.playback_duration_s
+
+    def _speech_outcome(self, spec: str) -> tuple[str, float | None]:
+        """mod_ssml's tts_file_open: `<module>|<voice>|<text>` (three parts, split on `|` like
+        switch_separate_string does, the last one keeping any further `|`); a module that is not
+        loaded, or a voice mod_flite does not know, fails the open. The speech lasts
+        tts_ms_per_char per character of the text."""
+        parts = separate_string(spec, "|", 3)
+        if len(parts) != 3 or not parts[2]:
+            return "FILE NOT FOUND", None
+        module, voice, text = parts
+        if module not in SPEECH_MODULES or (module == "flite" and voice.lower() not in FLITE_VOICES):
+            return "FILE NOT FOUND", None
+        return "FILE PLAYED", len(text) * self.settings.tts_ms_per_char / 1000
 
     def take_failure(self, command: str) -> str | None:
         for i, (prefix, reply) in enumerate(self.failures):

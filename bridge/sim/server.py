@@ -416,6 +416,7 @@ class SwitchSimulator:
         playback_duration_s: float = 0.2,
         heartbeat_interval_s: float = 20.0,
         hostname: str | None = None,
+        tts_ms_per_char: float = 60.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -429,6 +430,7 @@ class SwitchSimulator:
                 fork_subprotocol=fork_subprotocol,
                 playback_duration_s=playback_duration_s,
                 heartbeat_interval_s=heartbeat_interval_s,
+                tts_ms_per_char=tts_ms_per_char,
             )
         )
         self.connections: set[EslConnection] = set()

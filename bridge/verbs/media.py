@@ -12,9 +12,10 @@ from typing import Any
 
 from ulid import ULID
 
-from bridge.calls.commands import command, join, url, var_block, word
+from bridge.calls.commands import command, delimited_command, join, url, var_block, word
 from bridge.calls.manager import FORK_BUGNAME
 from bridge.errors import ApiError
+from bridge.tts import speech_source
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import (
     PENDING,
@@ -167,15 +168,23 @@ async def send_dtmf(ctx: VerbContext, cmd: SendDtmf) -> dict[str, Any]:
 @verb("play_audio", idempotency="action")
 async def play_audio(ctx: VerbContext, cmd: PlayAudio) -> dict[str, Any]:
     require_answered(ctx)
-    assert cmd.audio_url is not None  # tts_text was answered 422 by the pipeline
     playback_id = f"pb_{ULID()}"
     # {playback_id=...} rides on PLAYBACK_START/STOP for correlation; `aleg` explicitly, or a
     # bridged partner would be put on hold music while the prompt plays.
-    source = url(cmd.audio_url, "audio_url")
-    path = join("playback::", var_block({"playback_id": playback_id}), "http_cache://", source)
+    playback = join("playback::", var_block({"playback_id": playback_id}))
     # In a conference the AI speaks through its own leg (loopback-b), so everyone hears it.
     target = ctx.session.extra.get("ai_speech_uuid") or ctx.call_id
-    await ctx.switch.api(command("uuid_broadcast", target, path, "aleg"))
+    if cmd.tts_text is not None:
+        # v1.1: the speech is a file too (mod_ssml's tts://), so it plays, is interrupted and is
+        # reported exactly like an audio_url; its text holds spaces, hence the delimited form.
+        settings = ctx.svc.settings
+        speech = speech_source(settings.tts, settings.tts_voice, cmd.tts_text, cmd.voice)
+        play = delimited_command("uuid_broadcast", target, join(playback, speech), "aleg")
+    else:
+        assert cmd.audio_url is not None  # exactly one of the two (PlayAudio's validator)
+        source = join("http_cache://", url(cmd.audio_url, "audio_url"))
+        play = command("uuid_broadcast", target, join(playback, source), "aleg")
+    await ctx.switch.api(play)
     return {"playback_id": playback_id}
 
 

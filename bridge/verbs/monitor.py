@@ -28,10 +28,11 @@ from typing import Any
 
 import structlog
 
-from bridge.calls.commands import command, join, url
+from bridge.calls.commands import command, delimited_command, join, url
 from bridge.calls.conferences import Conference, Participant, freeswitch_member_id
 from bridge.calls.monitors import Monitor, new_monitor
 from bridge.errors import ApiError, SwitchError, SwitchUnavailable
+from bridge.tts import speech_source
 from bridge.verbs.base import VerbContext, verb
 from bridge.verbs.common import PENDING, audit, require_answered
 from bridge.verbs.conference import conference_dialplan, start_conference
@@ -181,7 +182,6 @@ def _played(reply: str) -> bool:
 @verb("whisper", idempotency="action")
 async def whisper(ctx: VerbContext, cmd: Whisper) -> dict[str, Any]:
     require_answered(ctx)
-    assert cmd.audio_url is not None  # tts_text was answered 422 by the pipeline
     target = cmd.target_call_id
     rel = await relation(ctx, target)
     if rel.member is None:
@@ -191,21 +191,31 @@ async def whisper(ctx: VerbContext, cmd: Whisper) -> dict[str, Any]:
             raise forbidden(
                 target, "the monitor is listen-only; start it with mode listen_and_whisper to whisper"
             )
-    audio = join("http_cache://", url(cmd.audio_url, "audio_url"))
+    if cmd.tts_text is not None:
+        # v1.1: mod_ssml's tts:// file, opened like an audio file by both commands below; its
+        # text holds spaces, so the commands are split on a delimiter it cannot hold.
+        settings = ctx.svc.settings
+        audio = speech_source(settings.tts, settings.tts_voice, cmd.tts_text, cmd.voice)
+        make = delimited_command
+    else:
+        assert cmd.audio_url is not None  # exactly one of the two (Whisper's validator)
+        audio = join("http_cache://", url(cmd.audio_url, "audio_url"))
+        make = command
     switch = ctx.switch
-    # bgapi: both commands open the file (an HTTP fetch) before they answer.
+    # bgapi: both commands open the file (an HTTP fetch, or the whole synthesis) before they answer.
     if rel.member is not None and rel.conference is not None:
         fs_id = freeswitch_member_id(rel.member.member_id)
-        play = command("conference", rel.conference.name, "play", audio, fs_id)
+        play = make("conference", rel.conference.name, "play", audio, fs_id)
         reply = await switch.bgapi(play)
         if not _played(reply):
             raise SwitchError(play, reply.strip() or "-ERR no reply")
         how = "conference_play"
     else:
         # Mixed ('m') into what the target hears only; no loop, so it ends with the file.
-        await switch.bgapi(command("uuid_displace", target, "start", audio, "0", "m"))
+        await switch.bgapi(make("uuid_displace", target, "start", audio, "0", "m"))
         how = "displace"
-    await audit(ctx, "whisper", target_call_id=target, audio_url=cmd.audio_url, via=how)
+    source = {"audio_url": cmd.audio_url} if cmd.tts_text is None else {"tts_chars": len(cmd.tts_text)}
+    await audit(ctx, "whisper", target_call_id=target, via=how, **source)
     return {}
 
 
