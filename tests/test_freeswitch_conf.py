@@ -165,6 +165,7 @@ def test_the_configurations_whose_absence_logs_an_error_are_there():
         "local_stream.conf",
         "http_cache.conf",
         "db.conf",
+        "tts_commandline.conf",
     ):
         assert conf in names, conf
     assert "shout.conf" not in names  # mod_shout is not built

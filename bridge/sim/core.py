@@ -65,7 +65,7 @@ class Settings:
     heartbeat_interval_s: float
     # How long the speech of mod_ssml's tts:// takes per character of text (measured on the real
     # switch: docs/control-api.md "TTS").
-    tts_ms_per_char: float = 60.0
+    tts_ms_per_char: float = 75.0
 
 
 class SwitchCore:

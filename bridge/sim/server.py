@@ -416,7 +416,7 @@ class SwitchSimulator:
         playback_duration_s: float = 0.2,
         heartbeat_interval_s: float = 20.0,
         hostname: str | None = None,
-        tts_ms_per_char: float = 60.0,
+        tts_ms_per_char: float = 75.0,
     ) -> None:
         self.host = host
         self.port = port

@@ -296,17 +296,24 @@ def lab_switch(request: pytest.FixtureRequest) -> FreeSwitch | None:
 
 
 @pytest.fixture
+def lab_settings() -> dict[str, Any]:
+    """Settings a scenario's bridge runs with beyond the lab's own; a test overrides it with
+    `@pytest.mark.parametrize("lab_settings", [{"tts": "flite"}])`."""
+    return {}
+
+
+@pytest.fixture
 async def lab(
-    lab_switch: FreeSwitch | None, redis_url: str, redis: Any, tmp_path: Path
+    lab_switch: FreeSwitch | None, redis_url: str, redis: Any, tmp_path: Path, lab_settings: dict[str, Any]
 ) -> AsyncIterator[Any]:
     """A scenario's lab on either switch (ids "sim" and "freeswitch"): see tests/freeswitch/lab.py."""
     from tests.conftest import fast_settings
     from tests.freeswitch.lab import FreeSwitchLab, SimLab
 
     if lab_switch is None:
-        lab: Any = SimLab(fast_settings(redis_url, tmp_path, rate_limit_per_s=1000))
+        lab: Any = SimLab(fast_settings(redis_url, tmp_path, rate_limit_per_s=1000, **lab_settings))
     else:
-        settings = FreeSwitchLab.settings_for(lab_switch, redis_url, tmp_path)
+        settings = FreeSwitchLab.settings_for(lab_switch, redis_url, tmp_path, **lab_settings)
         lab = FreeSwitchLab(settings, lab_switch, tmp_path / "sipp")
     await lab.start()
     try:

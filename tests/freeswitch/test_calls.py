@@ -146,6 +146,66 @@ async def test_play_audio_fires_playback_start_and_stop_with_its_playback_id(lab
         assert lab.file_requests == ["prompt.wav"]  # mod_http_cache fetched it from us
 
 
+@pytest.mark.parametrize(
+    ("lab_settings", "engine"),
+    [({"tts": "flite"}, "flite|kal"), ({"tts": "espeak"}, "tts_commandline|en-us")],
+    ids=["flite", "espeak"],
+)
+async def test_play_audio_speaks_tts_text_with_playback_events_and_audible_speech(lab: Lab, engine: str):
+    """v1.1 TTS (BRIDGE_TTS=flite: mod_flite's kal; espeak: espeak-ng through mod_tts_commandline):
+    mod_ssml's tts:// file plays like an audio_url, with the same PLAYBACK_START/STOP and
+    playback_id, and the caller hears speech (the recording's right channel, what the caller is
+    sent, is loud only while it plays)."""
+    call = await lab.call()
+    session = await lab.session(call)
+    await asyncio.sleep(1.0)
+    text = "Hello! Your order ships today, don't worry."
+    spoken = "Hello! Your order ships today, don\u2019t worry."
+    reply = await lab.ai(call, "play_audio", tts_text=text)
+    playback_id = reply["result"]["playback_id"]
+    assert playback_id.startswith("pb_")
+
+    def ours(name: str):
+        return lambda e: e.name == name and e.get("playback_id") == playback_id
+
+    start = await lab.wait_event(ours("PLAYBACK_START"))
+    stop = await lab.wait_event(ours("PLAYBACK_STOP"), timeout=20)
+    assert start.unique_id == stop.unique_id == call.call_id
+    assert stop.get("Playback-Status") == "done"
+    assert start.get("Playback-File-Path") == f"{{playback_id={playback_id}}}tts://{engine}|{spoken}"
+    assert "Playback-File-Type" not in start.headers
+    played = (int(stop.get("Event-Date-Timestamp")) - int(start.get("Event-Date-Timestamp"))) / 1e6
+    # the simulator: tts_ms_per_char (75 ms) a character; measured on 1.10.12: kal and espeak-ng's en-us
+    # both 75-77 ms (3.2-3.3 s for these 43 characters)
+    assert 0.5 * len(spoken) * 0.075 <= played <= 2.0 * len(spoken) * 0.075, played
+    await asyncio.sleep(0.5)
+    await lab.hang_up(call)
+    rec_stop = await lab.wait_event(lambda e: e.name == "RECORD_STOP" and e.unique_id == call.call_id)
+    if not is_real(lab):
+        return  # the simulator's recording holds the caller's tone only
+    rec_start = next(e for e in lab.events_of(call.call_id, "RECORD_START"))
+    began = int(rec_start.get("Event-Date-Timestamp")) / 1e6
+    assert rec_stop.get("Record-File-Path") == session.recording_path
+    levels = heard_levels(session.recording_path)
+    first = int((int(start.get("Event-Date-Timestamp")) / 1e6 - began) / 0.02)
+    last = int((int(stop.get("Event-Date-Timestamp")) / 1e6 - began) / 0.02)
+    before, during = levels[: max(first - 5, 0)], levels[first:last]
+    assert before and max(before) < QUIET, before  # nothing was sent to the caller before
+    assert sum(level > 300 for level in during) >= 0.5 * len(during), during  # speech, with pauses
+
+
+def heard_levels(path: str) -> list[float]:
+    """The RMS of each 20 ms of a stereo recording's right channel: what the caller was sent."""
+    with wave.open(path, "rb") as recording:
+        channels, rate = recording.getnchannels(), recording.getframerate()
+        samples = array.array("h")
+        samples.frombytes(recording.readframes(recording.getnframes()))
+    assert channels == 2
+    right = samples[1::2]
+    step = rate // 50
+    return [rms(right[i : i + step].tobytes()) for i in range(0, len(right) - step + 1, step)]
+
+
 def recording_levels(path: str) -> tuple[int, float, list[float]]:
     """(channels, seconds, the RMS of each 20 ms of the left channel: the caller) of a WAV."""
     with wave.open(path, "rb") as recording:
