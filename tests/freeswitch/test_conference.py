@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.freeswitch.lab import (
     CALLER,
     FRAME_BYTES,
@@ -277,3 +279,56 @@ async def test_monitor_whisper_and_barge(lab: Lab, tmp_path: Path):
     await lab.agent.wait_for(lambda: forks[3].closed)
     assert not r.ai_fork.closed
     await wait_room(lab, r.conference_id, {call.call_id, r.ai_leg, target})
+
+
+@pytest.mark.parametrize("lab_settings", [{"tts": "flite"}])
+async def test_whisper_speaks_tts_text_to_one_member(lab: Lab):
+    """v1.1 TTS: whisper with tts_text is `conference ^^`<room>`play`tts://flite|kal|<text>`<id>`:
+    the conference API splits on the backtick, so the text's spaces and punctuation stay whole,
+    and the member hears the speech (the monitor's right channel) while the room does not."""
+    r = await start_conference(lab)
+    await add_member(lab, r)
+    call, target = r.call, r.member_call_id
+    await wait_room(lab, r.conference_id, {call.call_id, r.ai_leg, target})
+    await lab.ai(call, "monitor_start", target_call_id=target)
+    monitor = (await lab.agent.wait_for(lambda: len(f := lab.agent.forks_of(call.call_id)) > 2 and f))[2]
+    await lab.agent.wait_for(lambda: len(monitor.frames) > 5)
+
+    text = 'Psst: offer "Gold" (20% off), then ask: ready?'
+    heard_before, room_before = await asyncio.gather(fork_frames(monitor, 1.0), fork_frames(r.ai_fork, 1.0))
+    await lab.ai(call, "whisper", target_call_id=target, tts_text=text)
+    speech = f"tts://flite|kal|{text}"
+    fs_id = r.member_id.removeprefix("mem-")
+    if is_real(lab):
+        heard_during, room_during = await asyncio.gather(
+            fork_frames(monitor, 1.5), fork_frames(r.ai_fork, 1.5)
+        )
+        # What is left of the audio once the tones are taken out: the speech. The member hears it
+        # (the monitor's right channel carries what the member hears), the room does not.
+        before = residual(pcm(heard_before)[1::2], [TONE_HZ])
+        during = residual(pcm(heard_during)[1::2], [TONE_HZ])
+        assert during > 300 and during > 3 * before, (before, during)
+        both = [TONE_HZ, MEMBER_HZ]
+        room = (residual(pcm(room_before), both), residual(pcm(room_during), both))
+        assert room[1] < 2 * room[0] + 100, room
+        job = await lab.wait_event(
+            lambda e: e.name == "BACKGROUND_JOB" and (e.get("Job-Command-Arg") or "").endswith(f"`{fs_id}")
+        )
+        assert job.body == f"+OK (play) Playing file {speech} to member {fs_id}\n", job.body
+    played = await lab.wait_event(
+        lambda e: e.key == "conference::maintenance" and e.get("Action") == "play-file-member"
+    )
+    assert played.get("Member-ID") == fs_id and played.unique_id == target
+    assert played.get("File") == speech
+    await lab.wait_event(
+        lambda e: e.key == "conference::maintenance" and e.get("Action") == "play-file-member-done",
+        timeout=15,
+    )
+
+
+def residual(samples: array.array, tones: list[float]) -> float:
+    """The RMS of `samples` without the power of `tones` (a tone of amplitude A has power A²/2)."""
+    if not samples:
+        return 0.0
+    power = sum(s * s for s in samples) / len(samples) - sum(tone_level(samples, hz) ** 2 / 2 for hz in tones)
+    return math.sqrt(max(power, 0.0))
