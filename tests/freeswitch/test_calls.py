@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.freeswitch.conftest import FreeSwitch
 from tests.freeswitch.lab import CALLER, DIALED, FRAME_BYTES, FreeSwitchLab, Lab, l16_tone, rms, wav_file
 from tests.webhook_receiver import subscribed
 
@@ -192,6 +193,26 @@ async def test_play_audio_speaks_tts_text_with_playback_events_and_audible_speec
     before, during = levels[: max(first - 5, 0)], levels[first:last]
     assert before and max(before) < QUIET, before  # nothing was sent to the caller before
     assert sum(level > 300 for level in during) >= 0.5 * len(during), during  # speech, with pauses
+
+
+@pytest.mark.parametrize("lab_settings", [{"tts": "flite"}])
+async def test_tts_text_with_every_character_the_switch_parses_reaches_the_speech_engine_whole(lab: Lab):
+    """Each character some FreeSWITCH layer reads that speech text may hold (`,` `:` `::` `!`
+    `"` `%` `=` `;` `#` `(` `)`...), and non-ASCII, reach mod_ssml's tts:// as they were sent:
+    PLAYBACK_START's path (the file the switch opened) holds exactly the text."""
+    call = await lab.call()
+    text = 'A, b: c::d! "e" 100% f=g; #h (i) j&k *l* m+n o/p q? r@s t_u.'
+    text += " \u00bfQu\u00e9? \u201cx\u201d \u2014 \u00e9t\u00e9"
+    reply = await lab.ai(call, "play_audio", tts_text=text)
+    playback_id = reply["result"]["playback_id"]
+    start = await lab.wait_event(lambda e: e.name == "PLAYBACK_START" and e.get("playback_id") == playback_id)
+    assert start.get("Playback-File-Path") == f"{{playback_id={playback_id}}}tts://flite|kal|{text}"
+    stop = await lab.wait_event(
+        lambda e: e.name == "PLAYBACK_STOP" and e.get("playback_id") == playback_id, timeout=30
+    )
+    assert stop.get("Playback-Status") == "done"
+    if is_real(lab):
+        assert not FreeSwitch.severe_lines(lab.switch.log_text())
 
 
 def heard_levels(path: str) -> list[float]:
