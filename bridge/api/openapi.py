@@ -525,7 +525,7 @@ STATUS_TEXT = {
     409: "Conflict with the resource's state",
     413: f"payload_too_large: the body is over {MAX_BODY_BYTES} bytes",
     416: "range_not_satisfiable: not one byte range within the file (Content-Range: bytes */size)",
-    422: "Unprocessable: tts_not_supported, idempotency_key_reused",
+    422: "Unprocessable: tts_not_supported (BRIDGE_TTS=off), idempotency_key_reused",
     424: "Failed dependency: no_voice_agent_configured, subprotocol_mismatch",
     429: "Too many requests: rate_limited, max_concurrent_exceeded (Retry-After)",
     431: "request_header_fields_too_large: the request line or a header over 8190 bytes, or over 128 headers",

@@ -195,7 +195,7 @@ export class AISessions implements VerbMethods {
     return this.verb(callId, "send_dtmf", options);
   }
 
-  /** Play `audio_url` (tts_text is refused with 422 until TTS is wired). result: `{playback_id}`. */
+  /** Play `audio_url`, or speak `tts_text` (v1.1: 422 tts_not_supported while the bridge runs with BRIDGE_TTS=off). result: `{playback_id}`. */
   playAudio(callId: string, options: VerbOptions<"play_audio">): Promise<ControlAccepted> {
     return this.verb(callId, "play_audio", options);
   }
