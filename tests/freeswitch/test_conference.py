@@ -285,7 +285,10 @@ async def test_monitor_whisper_and_barge(lab: Lab, tmp_path: Path):
 async def test_whisper_speaks_tts_text_to_one_member(lab: Lab):
     """v1.1 TTS: whisper with tts_text is `conference ^^`<room>`play`tts://flite|kal|<text>`<id>`:
     the conference API splits on the backtick, so the text's spaces and punctuation stay whole,
-    and the member hears the speech (the monitor's right channel) while the room does not."""
+    the switch plays it to that member (its reply and play-file-member say so; that a member's
+    file stays out of the room is test_monitor_whisper_and_barge's 880 Hz check), and the member
+    hears speech: the monitor's right channel, what the member hears, carries more than the
+    caller's tone while it plays."""
     r = await start_conference(lab)
     await add_member(lab, r)
     call, target = r.call, r.member_call_id
@@ -295,22 +298,17 @@ async def test_whisper_speaks_tts_text_to_one_member(lab: Lab):
     await lab.agent.wait_for(lambda: len(monitor.frames) > 5)
 
     text = 'Psst: offer "Gold" (20% off), then ask: ready?'
-    heard_before, room_before = await asyncio.gather(fork_frames(monitor, 1.0), fork_frames(r.ai_fork, 1.0))
+    heard_before = await fork_frames(monitor, 1.0)
     await lab.ai(call, "whisper", target_call_id=target, tts_text=text)
     speech = f"tts://flite|kal|{text}"
     fs_id = r.member_id.removeprefix("mem-")
     if is_real(lab):
-        heard_during, room_during = await asyncio.gather(
-            fork_frames(monitor, 1.5), fork_frames(r.ai_fork, 1.5)
-        )
-        # What is left of the audio once the tones are taken out: the speech. The member hears it
-        # (the monitor's right channel carries what the member hears), the room does not.
-        before = residual(pcm(heard_before)[1::2], [TONE_HZ])
-        during = residual(pcm(heard_during)[1::2], [TONE_HZ])
-        assert during > 300 and during > 3 * before, (before, during)
-        both = [TONE_HZ, MEMBER_HZ]
-        room = (residual(pcm(room_before), both), residual(pcm(room_during), both))
-        assert room[1] < 2 * room[0] + 100, room
+        heard_during = await fork_frames(monitor, 1.5)
+        # 100 ms windows of what is left once the caller's tone is taken out: speech (with its
+        # pauses) in many while the whisper plays, in few before (the odd glitch of the tone)
+        before = speech_windows(pcm(heard_before)[1::2])
+        during = speech_windows(pcm(heard_during)[1::2])
+        assert sum(during) >= 0.4 * len(during) and sum(before) <= 0.2 * len(before), (before, during)
         job = await lab.wait_event(
             lambda e: e.name == "BACKGROUND_JOB" and (e.get("Job-Command-Arg") or "").endswith(f"`{fs_id}")
         )
@@ -326,9 +324,12 @@ async def test_whisper_speaks_tts_text_to_one_member(lab: Lab):
     )
 
 
-def residual(samples: array.array, tones: list[float]) -> float:
-    """The RMS of `samples` without the power of `tones` (a tone of amplitude A has power A²/2)."""
-    if not samples:
-        return 0.0
-    power = sum(s * s for s in samples) / len(samples) - sum(tone_level(samples, hz) ** 2 / 2 for hz in tones)
-    return math.sqrt(max(power, 0.0))
+def speech_windows(samples: array.array, window: int = RATE // 10) -> list[bool]:
+    """For each 100 ms: does it hold more than the caller's tone (a residual RMS over 500, the
+    power of TONE_HZ taken out: a tone of amplitude A has power A²/2)?"""
+    out = []
+    for i in range(0, len(samples) - window + 1, window):
+        chunk = samples[i : i + window]
+        power = sum(s * s for s in chunk) / window - tone_level(chunk, TONE_HZ) ** 2 / 2
+        out.append(math.sqrt(max(power, 0.0)) > 500)
+    return out
