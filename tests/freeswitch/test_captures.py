@@ -39,6 +39,7 @@ pytestmark = pytest.mark.freeswitch
 
 NOWHERE = "00000000-0000-0000-0000-000000000000"
 PROMPT = "prompt.wav"
+SPEECH = "tts://flite|kal|Hello, this is the bridge."  # ~1.9 s of speech (75 ms a character)
 
 
 @dataclass
@@ -61,6 +62,9 @@ FAMILIES = [
            [("api uuid_record {b} start {rec}", 0.8), ("api uuid_record {b} pause {rec}", 1.0),
             ("api uuid_record {b} resume {rec}", 0.8), ("api uuid_record {b} mask {rec}", 0.8),
             ("api uuid_record {b} unmask {rec}", 0.8), ("api uuid_record {b} stop {rec}", 1.0)], timed=True),
+    # v1.1 TTS: mod_ssml's tts:// (mod_flite's kal) in uuid_broadcast's ^^` form, as the bridge sends it
+    Family("12_uuid_broadcast_tts.txt", "uuid_broadcast ^^`<B>`playback::{playback_id=...}tts://flite|kal|<text>`aleg",
+           [(f"api uuid_broadcast ^^`{{b}}`playback::{{{{playback_id=pb_capture}}}}{SPEECH}`aleg", 3.5)]),
     Family("11_nonexistent_uuid.txt", "uuid_* on 00000000-0000-0000-0000-000000000000",
            [(f"api {c} {NOWHERE}{rest}", 0.2) for c, rest in (
                ("uuid_kill", ""), ("uuid_hold", ""), ("uuid_transfer", " 9196 XML lab"),
