@@ -40,9 +40,10 @@ RUN set -eu; \
 # ---------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/bridge-freeswitch-runtime-debs /opt/bridge-freeswitch-runtime-debs
+# espeak-ng is no library of the switch's but the command mod_tts_commandline runs (BRIDGE_TTS=espeak).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       $(cat /opt/bridge-freeswitch-runtime-debs) \
+       $(cat /opt/bridge-freeswitch-runtime-debs) espeak-ng \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/bridge-freeswitch /opt/bridge-freeswitch
 COPY scripts/run-freeswitch.sh /usr/local/bin/run-freeswitch.sh
