@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -284,6 +285,22 @@ async def test_broadcast_of_speech_plays_for_its_text_length_with_playback_event
     assert stop.get("Playback-Status") == "done"
     played_ms = int(stop.get("variable_playback_ms") or sim.snapshot(uuid)["variables"]["playback_ms"])
     assert played_ms >= len(text) * 75 - 20
+
+
+async def test_the_speak_app_lasts_as_long_as_its_text_and_fires_no_playback_events(sim, esl):
+    """mod_dptools' speak (switch_ivr_speak_text) opens no file: no PLAYBACK_START/STOP, unlike
+    playback of tts://, which is why the bridge uses the latter."""
+    uuid = await answered_call(sim, esl)
+    text = "Hello there, caller."
+    sent = time.monotonic()
+    assert await esl.api(f"uuid_broadcast ^^`{uuid}`speak::flite|kal|{text}`aleg") == "+OK Message sent\n"
+    await esl.wait_event(
+        lambda e: e.unique_id == uuid
+        and e.name == "CHANNEL_EXECUTE_COMPLETE"
+        and e.get("Application") == "speak"
+    )
+    assert time.monotonic() - sent >= len(text) * 0.075 - 0.05
+    assert not [e for e in esl.of(uuid) if e.name.startswith("PLAYBACK_")]
 
 
 async def test_speech_with_an_unknown_module_or_flite_voice_is_not_found(sim, esl):

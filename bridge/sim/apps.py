@@ -288,6 +288,21 @@ async def app_sleep(ch: Channel, data: str) -> str | None:
     return None
 
 
+async def app_speak(ch: Channel, data: str) -> str | None:
+    """mod_dptools' speak `[[<engine>|]<voice>|]<text>` (tts_engine / tts_voice fill what is left
+    out): switch_ivr_speak_text opens no file, so unlike playback of tts:// it fires no
+    PLAYBACK_START/STOP; it lasts as long as the speech (SwitchCore's tts_ms_per_char)."""
+    parts = separate_string(data, "|", 3) if data else []
+    if not parts:
+        return None
+    engine = parts[0] if len(parts) == 3 else ch.var("tts_engine")
+    voice = parts[-2] if len(parts) >= 2 else ch.var("tts_voice")
+    response, duration = ch.core.playback_outcome(f"tts://{engine or ''}|{voice or ''}|{parts[-1]}")
+    if response == "FILE PLAYED" and duration:
+        await sleep_interruptibly(ch, duration)
+    return None
+
+
 async def app_playback(ch: Channel, data: str) -> str | None:
     return await play_file(ch, data)
 
@@ -570,6 +585,7 @@ APPS: dict[str, AppHandler] = {
     "echo": app_echo,
     "sleep": app_sleep,
     "playback": app_playback,
+    "speak": app_speak,
     "endless_playback": app_endless_playback,
     "bridge": app_bridge,
     "transfer": app_transfer,
