@@ -200,6 +200,7 @@ async def test_tts_text_with_every_character_the_switch_parses_reaches_the_speec
     """Each character some FreeSWITCH layer reads that speech text may hold (`,` `:` `::` `!`
     `"` `%` `=` `;` `#` `(` `)`...), and non-ASCII, reach mod_ssml's tts:// as they were sent:
     PLAYBACK_START's path (the file the switch opened) holds exactly the text."""
+    logged = len(lab.switch.log_text()) if is_real(lab) else 0  # the switch serves the whole session
     call = await lab.call()
     text = 'A, b: c::d! "e" 100% f=g; #h (i) j&k *l* m+n o/p q? r@s t_u.'
     text += " \u00bfQu\u00e9? \u201cx\u201d \u2014 \u00e9t\u00e9"
@@ -212,7 +213,7 @@ async def test_tts_text_with_every_character_the_switch_parses_reaches_the_speec
     )
     assert stop.get("Playback-Status") == "done"
     if is_real(lab):
-        assert not FreeSwitch.severe_lines(lab.switch.log_text())
+        assert not FreeSwitch.severe_lines(lab.switch.log_text()[logged:])
 
 
 def heard_levels(path: str) -> list[float]:
