@@ -108,8 +108,9 @@ freeswitch-if-possible:
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests $(wildcard bench)
 
+# Every phase of bench/ (python -m bench --help); ARGS=--phase=events,webhooks --runs=1 selects.
 bench: $(STAMP)
-	$(BIN)/python -m bench.control_latency
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) var

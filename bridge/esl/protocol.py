@@ -154,6 +154,15 @@ def parse_event(frame: Frame) -> Event:
             raise ProtocolError("event-json body is not an object")
         body = obj.pop("_body", None)
         obj.pop("Content-Length", None)
+        try:
+            # What FreeSWITCH sends: string values only, and then the object is the headers as it
+            # is. str.join (in C) refuses anything else; rebuilding the dict in Python instead
+            # cost almost as much as the JSON decoding of a CHANNEL_* event's ~90 headers.
+            "".join(obj.values())
+        except TypeError:
+            pass
+        else:
+            return Event(obj, body if isinstance(body, str) else None)
         headers = {k: "|".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in obj.items()}
         return Event(headers, body if isinstance(body, str) else None)
     if ctype == "text/event-plain":
