@@ -45,6 +45,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--event-calls", type=int, default=2000, help="calls whose events make up the flood")
     g = p.add_argument_group("sessions")
     g.add_argument("--sessions", type=int, default=10_000, help="live sessions to hold")
+    g.add_argument("--session-batch", type=int, default=25, help="calls placed at a time")
     g = p.add_argument_group("webhooks")
     g.add_argument("--deliveries", type=int, default=5000, help="webhook deliveries to time")
     args = p.parse_args(argv)

@@ -8,6 +8,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,8 @@ class Child:
     def __init__(self, module: str, role: str, job: dict[str, Any]) -> None:
         self.module, self.role, self.job = module, role, job
         self.proc: asyncio.subprocess.Process | None = None
+        # The child's logs (stderr), kept to say why it died.
+        self.log = tempfile.TemporaryFile()
 
     @property
     def pid(self) -> int:
@@ -122,6 +125,7 @@ class Child:
             json.dumps(self.job),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=self.log,
             limit=64 << 20,
         )
         return self
@@ -132,7 +136,10 @@ class Child:
             while True:
                 raw = await self.proc.stdout.readline()
                 if not raw:
-                    raise RuntimeError(f"{self.module} {self.role} exited ({await self.proc.wait()})")
+                    code = await self.proc.wait()
+                    self.log.seek(0)
+                    tail = self.log.read().decode(errors="replace")[-3000:]
+                    raise RuntimeError(f"{self.module} {self.role} exited ({code}):\n{tail}")
                 line = raw.decode().strip()
                 if line.startswith("{"):
                     return json.loads(line)
@@ -154,10 +161,14 @@ class Child:
             await self.proc.wait()
 
 
+_ANSWERS: list[Any] = []  # a child's channel to its parent (its real stdout)
+
+
 def say(obj: dict[str, Any]) -> None:
     """A child's answer to its parent."""
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    out = _ANSWERS[0] if _ANSWERS else sys.stdout
+    out.write(json.dumps(obj) + "\n")
+    out.flush()
 
 
 async def commands() -> Any:
@@ -176,6 +187,11 @@ async def commands() -> Any:
 def child_main(roles: dict[str, Callable[[dict[str, Any]], Any]]) -> bool:
     """In a phase module's `if __name__ == "__main__"`: run the role the parent asked for."""
     if len(sys.argv) >= 4 and sys.argv[1] == "--child":
+        # Answers go to the parent on the real stdout; anything else printed there (the logs)
+        # goes to stderr instead, so it can never be read as an answer.
+        _ANSWERS.append(os.fdopen(os.dup(1), "w"))
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
         quiet_logs()
         job = json.loads(sys.argv[3])
         if job.get("loop") == "uvloop":

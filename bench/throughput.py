@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from bench.common import (
     cpu_s,
     default_agent,
     machine,
+    rss_kib,
     say,
 )
 
@@ -52,14 +54,25 @@ async def far_end(job: dict[str, Any]) -> None:
     """The switch (simulator) and the voice AI: what sits on the far side of a bridge."""
     from bridge.sim.server import SwitchSimulator
 
-    agent = Agent()
-    await agent.start()
+    agent: Agent | None = None
+    if not job.get("agent_url"):  # else the voice AI is a process of its own (sessions phase)
+        agent = Agent()
+        await agent.start()
+    if job.get("silent_forks"):
+        # The sessions phase holds thousands of forks: their audio (never the bridge's business)
+        # is not streamed at all, each fork stays open after its metadata frame.
+        from bridge.sim.audio_fork import AudioFork
+
+        async def _idle(_self: Any) -> None:
+            await asyncio.Event().wait()
+
+        AudioFork._stream_audio = _idle  # type: ignore[method-assign]
     sim = SwitchSimulator("127.0.0.1", 0, password="ClueCon", switchname=job.get("name", "bench"))
     # In production audio flows FreeSWITCH -> AI and never through the bridge: one frame a second
     # keeps the simulator's audio streaming from being what is measured.
     sim.core.settings.audio_frame_ms = job.get("audio_frame_ms", 1000)
     await sim.start()
-    say({"esl_url": sim.url, "agent_url": agent.url, "pid": os.getpid()})
+    say({"esl_url": sim.url, "agent_url": agent.url if agent else job["agent_url"], "pid": os.getpid()})
     async for cmd in commands():
         if cmd["cmd"] == "stop":
             break
@@ -73,18 +86,18 @@ async def far_end(job: dict[str, Any]) -> None:
                 call_ids += await asyncio.gather(
                     *[sim.place_inbound_call("+14155550100", "+14155550199", dict(tenant)) for _ in range(n)]
                 )
-                if cmd.get("wait_each_batch"):
-                    await agent.wait_for(call_ids, cmd.get("timeout", 120))
-            await agent.wait_for(call_ids, cmd.get("timeout", 120))
+            if agent is not None:
+                await agent.wait_for(call_ids, cmd.get("timeout", 120))
             say(
                 {
-                    "calls": [[c, agent.tokens[c]] for c in call_ids] if cmd.get("tokens", True) else [],
+                    "calls": [[c, agent.tokens[c]] for c in call_ids] if agent else [],
                     "n": len(call_ids),
                     "seconds": time.perf_counter() - t0,
                 }
             )
     await sim.stop()
-    await agent.stop()
+    if agent is not None:
+        await agent.stop()
 
 
 async def bridge_box(job: dict[str, Any]) -> None:
@@ -117,6 +130,19 @@ async def bridge_box(job: dict[str, Any]) -> None:
     async for cmd in commands():
         if cmd["cmd"] == "stop":
             break
+        if cmd["cmd"] == "stats":  # what this process holds (sessions phase)
+            gc.collect()
+            calls = svc.calls
+            say(
+                {
+                    "rss_kib": rss_kib(),
+                    "live_sessions": len(await svc.sessions.live_call_ids()),
+                    "call_workers": len(calls._queues),
+                    "calls_with_timers": len(calls._timers),
+                    "timers": sum(len(t) for t in calls._timers.values()),
+                    "tasks": len(asyncio.all_tasks()),
+                }
+            )
     await runtime.stop()
 
 
