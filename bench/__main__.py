@@ -36,6 +36,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("latency / freeswitch")
     g.add_argument("--samples", type=int, default=3000, help="latency samples")
     g.add_argument("--calls", type=int, default=150, help="live calls, latency phase (10/s each)")
+    g.add_argument("--fs-calls", type=int, default=20, help="SIPp calls, freeswitch phase")
+    g.add_argument("--fs-samples", type=int, default=1000, help="latency samples, freeswitch phase")
     g = p.add_argument_group("throughput")
     g.add_argument("--throughput-calls", type=int, default=32, help="live calls per bridge")
     g.add_argument("--connections", type=int, default=32, help="keep-alive connections per bridge")

@@ -1,0 +1,97 @@
+"""The latency phase against the real FreeSWITCH (`--phase=freeswitch`), when `make freeswitch` has
+built one (FREESWITCH_PREFIX, /opt/bridge-freeswitch by default) and SIPp is installed.
+
+The switch, SIPp callers and the listening agent are started the way the real-switch tier starts
+them (tests/freeswitch/conftest.py, tests/freeswitch/lab.py): `--fs-calls` SIPp calls are parked,
+answered by the bridge and forked to the agent; then the same two measurements as the latency
+phase, raw ESL `api uuid_exists` and send_dtmf through the pipeline at the production rate limit.
+Without a build or without SIPp the phase prints SKIP and the reason, never MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from bench.common import PhaseResult, RawHttp, machine, pct
+from bench.latency import latency_result, raw_command_paced, raw_esl, verb_latency
+
+DEFAULT_PREFIX = "/opt/bridge-freeswitch"
+STAMP_NAME = ".bridge-freeswitch-build"  # tests/freeswitch/conftest.py's, written by the build script
+FS_VERBS_PER_CALL_S = 2
+
+
+def why_not() -> str | None:
+    prefix = Path(os.environ.get("FREESWITCH_PREFIX") or DEFAULT_PREFIX)
+    binary = prefix / "bin" / "freeswitch"
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        return f"no FreeSWITCH built in {prefix} ({binary} missing; `make freeswitch` builds one)"
+    if not (prefix / STAMP_NAME).is_file():
+        return f"the FreeSWITCH build in {prefix} did not finish (no {STAMP_NAME})"
+    sipp = os.environ.get("SIPP") or shutil.which("sipp") or "/usr/bin/sipp"
+    if not os.access(sipp, os.X_OK):
+        return f"no SIPp at {sipp} (Debian sip-tester, which `make freeswitch` installs)"
+    return None
+
+
+async def run(args: argparse.Namespace) -> PhaseResult:
+    reason = why_not()
+    if reason is not None:
+        return PhaseResult("freeswitch", skip=reason)
+    from bridge.store.embedded import EmbeddedRedis
+    from tests.freeswitch import conftest as fs
+    from tests.freeswitch.lab import FreeSwitchLab
+
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-fs-") as tmp:
+        root = Path(tmp)
+        switch = await asyncio.to_thread(fs.start, fs.find_prefix(), root / "run")
+        er = EmbeddedRedis(root / "redis", persistent=False)
+        try:
+            redis_url = await er.astart()
+            settings = FreeSwitchLab.settings_for(switch, redis_url, root).with_(rate_limit_per_s=10)
+            lab = FreeSwitchLab(settings, switch, root / "sipp")
+            await lab.start()
+            try:
+                calls = [await lab.call() for _ in range(args.fs_calls)]
+                svc = lab.runtime.services
+                esl = await raw_esl(svc.esl.api, calls[0].call_id, args.fs_samples)
+                assert lab.info is not None
+                client = RawHttp("127.0.0.1", int(lab.info.base_url.rsplit(":", 1)[1]))
+                await client.connect()
+                # A real channel plays each digit out (~100 ms + the gap) and refuses DTMF past
+                # its queue, so each call gets 2 verbs a second here, not the limit's 10.
+                pairs = [(c.call_id, c.token) for c in calls]
+                verb = await verb_latency(client, pairs, args.fs_samples, FS_VERBS_PER_CALL_S)
+                own = await raw_command_paced(
+                    svc.esl.api,
+                    [c.call_id for c in calls],
+                    args.fs_samples,
+                    FS_VERBS_PER_CALL_S,
+                    "uuid_send_dtmf {} 1",
+                )
+                await client.close()
+            finally:
+                await lab.stop()
+        finally:
+            await er.astop()
+            await asyncio.to_thread(fs.stop, switch)
+    result = latency_result("freeswitch", esl, verb)
+    # On the real switch uuid_send_dtmf costs more than uuid_exists: the same command sent raw
+    # says how much of the difference is the switch's and how much the bridge's.
+    f = result.figures
+    f["raw ESL uuid_send_dtmf p50 ms"], f["raw ESL uuid_send_dtmf p99 ms"] = pct(own, 50), pct(own, 99)
+    f["added over raw uuid_send_dtmf, p50 ms"] = f["send_dtmf p50 ms"] - f["raw ESL uuid_send_dtmf p50 ms"]
+    f["added over raw uuid_send_dtmf, p99 ms"] = f["send_dtmf p99 ms"] - f["raw ESL uuid_send_dtmf p99 ms"]
+    result.notes += [
+        f"The real FreeSWITCH (FREESWITCH_PREFIX), {args.fs_calls} SIPp calls parked, answered and",
+        "forked to a listening agent, as the real-switch tier starts them; raw ESL uuid_exists vs",
+        f"send_dtmf, {args.fs_samples} samples each; the rate limit at its production value (10/s)",
+        f"but {FS_VERBS_PER_CALL_S} verbs/s per call sent (a real channel plays each digit out);",
+        "also the verb's own command sent raw at that pace (added over raw uuid_send_dtmf: not",
+        f"judged, shown). {machine()}.",
+    ]
+    return result
