@@ -199,8 +199,8 @@ async def _bridge(esl_url: str, sim: Child, info: dict[str, Any], tmp: str) -> t
         for key in info["by_key"]:
             svc.calls.on(key, count)
         await asyncio.sleep(0.5)  # the resync after connect is done
-        assert svc.esl is not None
-        dropped0 = svc.esl.dropped_events
+        assert svc.switches.default.esl is not None
+        dropped0 = svc.switches.default.esl.dropped_events
         cpu0 = time.process_time()
         t0 = time.perf_counter()
         await sim.send({"cmd": "go"})
@@ -212,7 +212,7 @@ async def _bridge(esl_url: str, sim: Child, info: dict[str, Any], tmp: str) -> t
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
         await sim.read()
-        return elapsed, cpu, svc.esl.dropped_events - dropped0
+        return elapsed, cpu, svc.switches.default.esl.dropped_events - dropped0
     finally:
         await runtime.stop()
 

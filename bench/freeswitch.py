@@ -58,7 +58,7 @@ async def run(args: argparse.Namespace) -> PhaseResult:
             try:
                 calls = [await lab.call() for _ in range(args.fs_calls)]
                 svc = lab.runtime.services
-                esl = await raw_esl(svc.esl.api, calls[0].call_id, args.fs_samples)
+                esl = await raw_esl(svc.switches.default.esl.api, calls[0].call_id, args.fs_samples)
                 assert lab.info is not None
                 client = RawHttp("127.0.0.1", int(lab.info.base_url.rsplit(":", 1)[1]))
                 await client.connect()
@@ -67,7 +67,7 @@ async def run(args: argparse.Namespace) -> PhaseResult:
                 pairs = [(c.call_id, c.token) for c in calls]
                 verb = await verb_latency(client, pairs, args.fs_samples, FS_VERBS_PER_CALL_S)
                 own = await raw_command_paced(
-                    svc.esl.api,
+                    svc.switches.default.esl.api,
                     [c.call_id for c in calls],
                     args.fs_samples,
                     FS_VERBS_PER_CALL_S,

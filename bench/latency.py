@@ -155,8 +155,8 @@ async def run(args: argparse.Namespace) -> PhaseResult:
             await agent.wait_for(call_ids, 60)
             calls = [(c, agent.tokens[c]) for c in call_ids]
             svc = box.runtime.services  # type: ignore[union-attr]
-            assert svc is not None and svc.esl is not None
-            esl = await raw_esl(svc.esl.api, call_ids[0], args.samples)
+            assert svc is not None and svc.switches.default.esl is not None
+            esl = await raw_esl(svc.switches.default.esl.api, call_ids[0], args.samples)
             client = RawHttp("127.0.0.1", int(info.base_url.rsplit(":", 1)[1]))
             await client.connect()
             verb = await verb_latency(client, calls, args.samples, svc.settings.rate_limit_per_s)

@@ -311,9 +311,8 @@ async def run(args: argparse.Namespace) -> PhaseResult:
         redis = EmbeddedRedis(Path(tmp) / "redis", persistent=False)
         redis_url = await redis.astart()
         try:
-            # Both bridges are up before any call is placed: a bridge's ESL resync (at connect)
-            # ends every live session its own switch does not know, its neighbour's included,
-            # until per-box event ownership lands on main.
+            # Both bridges are up before any call is placed, so neither's start-up (its resync
+            # at ESL connect) runs while the other's sessions are live.
             names = ["box-a"] if args.one_bridge else ["box-a", "box-b"]
             boxes = [await Box(tmp, n, redis_url, args.throughput_calls).start() for n in names]
             for box in boxes:
@@ -357,10 +356,9 @@ async def run(args: argparse.Namespace) -> PhaseResult:
         f"calls per bridge, {args.seconds:g} s after 1 s warm-up; send_dtmf, fresh Idempotency-Key,",
         "callback token; rate limit raised to 1,000,000/s per call (every check still runs).",
         "Two bridges = two boxes (own simulator each, shared Redis, own tenant each), not two",
-        "bridges on one switch. Both bridges are up before any call is placed (a bridge's resync",
-        "at ESL connect ends live sessions its own switch does not know, its neighbour's too,",
-        "until per-box event ownership lands). 'per CPU-second' = verbs / CPU time the bridge",
-        "process got: its rate on a core of its own (shown, not judged).",
+        "bridges on one switch; both bridges are up before any call is placed. 'per CPU-second'",
+        "= verbs / CPU time the bridge process got: its rate on a core of its own (shown, not",
+        "judged).",
         f"A second box only scales if there are cores for it: {machine()}.",
     ]
     return result
