@@ -18,6 +18,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 import redis
 from redis.utils import HIREDIS_AVAILABLE
@@ -36,8 +37,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("latency / freeswitch")
     g.add_argument("--samples", type=int, default=3000, help="latency samples")
     g.add_argument("--calls", type=int, default=150, help="live calls, latency phase (10/s each)")
-    g.add_argument("--fs-calls", type=int, default=20, help="SIPp calls, freeswitch phase")
-    g.add_argument("--fs-samples", type=int, default=1000, help="latency samples, freeswitch phase")
+    # The lab's voice agent takes 10 calls at a time (max_concurrent's default).
+    g.add_argument("--fs-calls", type=int, default=10, help="SIPp calls, freeswitch phase (<= 10)")
+    g.add_argument("--fs-samples", type=int, default=600, help="latency samples, freeswitch phase")
     g = p.add_argument_group("throughput")
     g.add_argument("--throughput-calls", type=int, default=32, help="live calls per bridge")
     g.add_argument("--connections", type=int, default=32, help="keep-alive connections per bridge")
@@ -77,6 +79,11 @@ def summarize(name: str, runs: list[PhaseResult]) -> list[tuple[str, str, str, s
     if first.skip:
         print(f"\n  SKIP  {first.skip}")
         return [(name, "(phase)", "", "", f"SKIP: {first.skip}")]
+    failed = next((r for r in runs if r.error), None)
+    if failed is not None:
+        # Neither PASS nor MISS: the phase did not produce its figures.
+        print(f"\n  ERROR  run {runs.index(failed) + 1}: {failed.error}")
+        return [(name, "(phase)", "", str(len(runs)), "ERROR (see above)")]
     print()
     width = max(len(k) for k in first.figures)
     print(f"  | {'figure':<{width}} | {'median':>10} | {'runs':<40} |")
@@ -115,14 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[PhaseResult] = []
         for i in range(args.runs):
             t0 = time.monotonic()
-            result = asyncio.run(run_phase(name, args))
+            try:
+                result = asyncio.run(run_phase(name, args))
+            except Exception as exc:  # one phase that breaks does not take the others with it
+                traceback.print_exc()
+                result = PhaseResult(name, error=f"{type(exc).__name__}: {exc}"[:300])
             print(
                 f"  [{name} run {i + 1}/{args.runs}: {time.monotonic() - t0:.0f} s; {machine()}]",
                 file=sys.stderr,
                 flush=True,
             )
             runs.append(result)
-            if result.skip:
+            if result.skip or result.error:
                 break
         rows += summarize(name, runs)
     print("\n## summary\n")

@@ -40,6 +40,7 @@ class PhaseResult:
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was measured and how (printed once)
     skip: str | None = None  # the reason the phase could not run at all
+    error: str | None = None  # the phase broke (neither PASS nor MISS)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -49,6 +50,7 @@ class PhaseResult:
                 "targets": [t.__dict__ for t in self.targets],
                 "notes": self.notes,
                 "skip": self.skip,
+                "error": self.error,
             }
         )
 
