@@ -12,6 +12,10 @@ keep-alive connections per bridge over 32 calls; the rate limit is raised to 1,0
 for this phase (every check still runs). The figure is the verbs answered 200 in the measured
 window, after 1 s of warm-up. The ratio two bridges / one bridge can only be near-linear when
 the machine has spare cores for the second box: on 2 CPUs it cannot be, and the output says so.
+
+Knobs for profiling: BENCH_PYSPY=<path> records a py-spy profile (raw format) of each bridge
+process over the measured window into <path>.<box>; BENCH_BRIDGE_LOOP=uvloop runs the bridge
+processes on uvloop (when it is installed; it is not a dependency).
 """
 
 from __future__ import annotations
