@@ -56,7 +56,8 @@ async def run(args: argparse.Namespace) -> PhaseResult:
             lab = FreeSwitchLab(settings, switch, root / "sipp")
             await lab.start()
             try:
-                calls = [await lab.call() for _ in range(args.fs_calls)]
+                # SIPp hangs up after max_idle_s without a message; the phase outlasts its 60 s default.
+                calls = [await lab.call(max_idle_s=900) for _ in range(args.fs_calls)]
                 svc = lab.runtime.services
                 esl = await raw_esl(svc.switches.default.esl.api, calls[0].call_id, args.fs_samples)
                 assert lab.info is not None
@@ -65,7 +66,6 @@ async def run(args: argparse.Namespace) -> PhaseResult:
                 # A real channel plays each digit out (~100 ms + the gap) and refuses DTMF past
                 # its queue, so each call gets 2 verbs a second here, not the limit's 10.
                 pairs = [(c.call_id, c.token) for c in calls]
-                verb = await verb_latency(client, pairs, args.fs_samples, FS_VERBS_PER_CALL_S)
                 own = await raw_command_paced(
                     svc.switches.default.esl.api,
                     [c.call_id for c in calls],
@@ -73,6 +73,7 @@ async def run(args: argparse.Namespace) -> PhaseResult:
                     FS_VERBS_PER_CALL_S,
                     "uuid_send_dtmf {} 1",
                 )
+                verb = await verb_latency(client, pairs, args.fs_samples, FS_VERBS_PER_CALL_S)
                 await client.close()
             finally:
                 await lab.stop()
