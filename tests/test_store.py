@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 from bridge.media.tokens import TokenStore
@@ -48,3 +49,17 @@ async def test_outbox_events_are_durable_stream_entries(redis):
     events = await outbox.read_all()
     assert [e.event_id for e in events] == [event.event_id]
     assert events[0].data == {"call_id": "c1"} and events[0].timestamp >= before
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection_instead_of_failing(redis_url: str):
+    from bridge.store.redis import connect
+
+    client = connect(redis_url)
+    try:
+        await client.ping()  # as a bridge does at startup (a cluster client learns the layout)
+        # 600 commands that each hold a connection for 0.3 s: more than the pool holds at once
+        # (and six times redis-py's default of 100), yet none fails.
+        replies = await asyncio.gather(*(client.blpop([f"burst:{i}"], timeout=0.3) for i in range(600)))
+        assert replies == [None] * 600
+    finally:
+        await client.aclose()

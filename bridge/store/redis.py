@@ -147,15 +147,35 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
+# redis-py 8's pools hold 100 connections and raise MaxConnectionsError past that: a burst of call
+# setups or webhook emits then failed. The shared pool waits for a connection instead (up to
+# POOL_WAIT_S, then a ConnectionError: 503 store_unavailable), and holds more.
+MAX_CONNECTIONS = 512
+POOL_WAIT_S = 10.0
+# A cluster client cannot wait for a connection; each node's pool is larger instead.
+CLUSTER_MAX_CONNECTIONS_PER_NODE = 1024
+
+
 def connect(url: str, *, cluster: bool = False) -> RedisClient:
     url, on_cluster = cluster_url(url, cluster=cluster)
     if on_cluster:
-        return _connect_cluster(url, client_name=f"bridge-{os.getpid()}", **_CLIENT_OPTIONS)
-    client = aioredis.Redis.from_url(url, client_name=f"bridge-{os.getpid()}", **_CLIENT_OPTIONS)
-    pool = client.connection_pool
+        return _connect_cluster(
+            url,
+            client_name=f"bridge-{os.getpid()}",
+            max_connections=CLUSTER_MAX_CONNECTIONS_PER_NODE,
+            **_CLIENT_OPTIONS,
+        )
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
+        client_name=f"bridge-{os.getpid()}",
+        **_CLIENT_OPTIONS,
+    )
     # The URL picks the class (unix://, redis://, rediss://); no connection exists yet.
     pool.connection_class = cancellable_connection_class(pool.connection_class)
-    return client
+    # from_pool: the client owns the pool, so its aclose() closes the connections too.
+    return aioredis.Redis.from_pool(pool)
 
 
 _cluster_origin: weakref.WeakKeyDictionary[RedisCluster, tuple[str, dict[str, Any]]] = (
