@@ -70,7 +70,8 @@ class CallManager:
         self.settings = svc.settings
         self.campaigns = CampaignStore(svc.redis)
         self.leads = LeadStore(svc.redis)
-        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._queues: dict[str, asyncio.Queue[Event | None]] = {}
+        self._active: dict[str, float] = {}  # call uuid -> when its worker last took an event
         self._handlers: dict[str, list[EventHandler]] = {}
         self._timers: dict[str, list[asyncio.TimerHandle | asyncio.Task[Any]]] = {}
         # Other modules (token refresh) add coroutines here: hook(call_id, agent, token).
@@ -112,6 +113,7 @@ class CallManager:
         self.forks = AiForkEvents(self)
         self.transfers = TransferWatch(self)
         self.timeouts.start()
+        self.svc.spawn(self._reap_idle_workers(), name="idle-call-workers")
         # The first round now, so a lone bridge holds its boxes before their first event.
         await self.ownership.tick()
         self.svc.spawn(self.ownership.run(), name="box-leases")
@@ -191,20 +193,27 @@ class CallManager:
             self._inflight.setdefault(event.origin, set()).add(seq)
         uuid = event.unique_id
         queue = self._queues.get(uuid)
+        if event.key not in self._handlers and (queue is None or event.name != "CHANNEL_DESTROY"):
+            # Nothing handles it (most CHANNEL_* events): done now, no worker woken. Order is
+            # kept, since none of a call's handled events waits behind it. The CHANNEL_DESTROY
+            # of a call with a worker still goes through: it lets the worker end.
+            if event.origin:
+                self._inflight[event.origin].discard(_sequence(event))
+            return
         if queue is None:
             queue = asyncio.Queue()
             self._queues[uuid] = queue
             self.svc.spawn(self._drain(uuid, queue), name=f"call:{uuid or 'global'}")
         queue.put_nowait(event)
 
-    async def _drain(self, uuid: str, queue: asyncio.Queue[Event]) -> None:
+    async def _drain(self, uuid: str, queue: asyncio.Queue[Event | None]) -> None:
         while True:
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can drop a cancel (bridge/tasks.py).
-                async with asyncio.timeout(_IDLE_WORKER_S):
-                    event = await queue.get()
-            except TimeoutError:
+            # No timer per wait (a timeout per event was a tenth of a flood's CPU): an idle
+            # worker is told to stop by _reap_idle_workers, with None.
+            event = await queue.get()
+            if event is None:
                 break
+            self._active[uuid] = time.monotonic()
             for handler in self._handlers.get(event.key, ()):
                 try:
                     await handler(event)
@@ -225,11 +234,22 @@ class CallManager:
                     inflight.discard(_sequence(event))
             if event.name == "CHANNEL_DESTROY" and queue.empty():
                 break
+        self._active.pop(uuid, None)
         if self._queues.get(uuid) is queue:
             del self._queues[uuid]
             if not queue.empty():  # events that arrived while we were finishing
                 self._queues[uuid] = queue
                 self.svc.spawn(self._drain(uuid, queue), name=f"call:{uuid}")
+
+    async def _reap_idle_workers(self) -> None:
+        """A call whose CHANNEL_DESTROY never came (a lost link) must not keep its worker: one
+        idle for _IDLE_WORKER_S with nothing queued is told to stop."""
+        while True:
+            await asyncio.sleep(_IDLE_WORKER_S / 8)
+            cutoff = time.monotonic() - _IDLE_WORKER_S
+            for uuid, queue in list(self._queues.items()):
+                if queue.empty() and self._active.get(uuid, 0.0) < cutoff:
+                    queue.put_nowait(None)
 
     async def _repair_after_failure(self, event: Event) -> None:
         """A handler raised: leave the call in a state that ends cleanly. A call whose setup

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+import orjson
+
 MAX_HEADER_BLOCK = 1 << 20  # FreeSWITCH's own command buffer limit
 MAX_BODY = 64 << 20
 
@@ -147,8 +149,9 @@ def parse_event(frame: Frame) -> Event:
     ctype = frame.content_type
     if ctype == "text/event-json":
         try:
-            obj = json.loads(frame.body)
-        except ValueError as exc:
+            # orjson: the decoding was a fifth of a flood's CPU with the stdlib's (bench/events.py).
+            obj = orjson.loads(frame.body)
+        except ValueError as exc:  # orjson.JSONDecodeError is one
             raise ProtocolError("event-json body is not JSON") from exc
         if not isinstance(obj, dict):
             raise ProtocolError("event-json body is not an object")

@@ -148,12 +148,12 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 
 
 # redis-py 8's pools hold 100 connections and raise MaxConnectionsError past that: a burst of call
-# setups or webhook emits then failed. The shared pool waits for a connection instead (up to
-# POOL_WAIT_S, then a ConnectionError: 503 store_unavailable), and holds more.
-MAX_CONNECTIONS = 512
-POOL_WAIT_S = 10.0
-# A cluster client cannot wait for a connection; each node's pool is larger instead.
-CLUSTER_MAX_CONNECTIONS_PER_NODE = 1024
+# setups or webhook emits then failed (seen by bench/sessions.py). The shared pool may open many
+# more (Redis's own maxclients is 10,000). Not a BlockingConnectionPool: its wait costs a timeout
+# context on every command, 5 % of an event flood's CPU; the control endpoint's own client
+# (dedicated below) is the blocking one, bounded by its callers' timeout.
+MAX_CONNECTIONS = 4096
+CLUSTER_MAX_CONNECTIONS_PER_NODE = 4096
 
 
 def connect(url: str, *, cluster: bool = False) -> RedisClient:
@@ -165,12 +165,8 @@ def connect(url: str, *, cluster: bool = False) -> RedisClient:
             max_connections=CLUSTER_MAX_CONNECTIONS_PER_NODE,
             **_CLIENT_OPTIONS,
         )
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=POOL_WAIT_S,
-        client_name=f"bridge-{os.getpid()}",
-        **_CLIENT_OPTIONS,
+    pool = aioredis.ConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, client_name=f"bridge-{os.getpid()}", **_CLIENT_OPTIONS
     )
     # The URL picks the class (unix://, redis://, rediss://); no connection exists yet.
     pool.connection_class = cancellable_connection_class(pool.connection_class)
