@@ -323,3 +323,18 @@ async def default_agent(base_url: str, admin_key: str, ws_url: str) -> str:
     )
     await admin_post(base_url, admin_key, "/api/v1/voice-agents/default", {"voice_agent_id": va["id"]})
     return str(va["id"])
+
+
+def sandbox_settings(tmp: str) -> Any:
+    """Settings for an in-process sandbox under `tmp`: embedded Redis, any free HTTP port."""
+    from pathlib import Path
+
+    from bridge.config import Settings
+
+    return Settings().with_(
+        redis_url=None,
+        http_host="127.0.0.1",
+        http_port=0,
+        data_dir=Path(tmp),
+        recordings_dir=str(Path(tmp) / "recordings"),
+    )

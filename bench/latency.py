@@ -25,9 +25,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from bench.common import Agent, PhaseResult, RawHttp, Target, machine, pct
+from bench.common import Agent, PhaseResult, RawHttp, Target, machine, pct, sandbox_settings
 
 TARGET_ADDED_P50_MS = 1.0
 TARGET_ADDED_P99_MS = 5.0
@@ -123,18 +122,10 @@ def latency_result(phase: str, esl: list[float], verb: list[float]) -> PhaseResu
 
 
 async def run(args: argparse.Namespace) -> PhaseResult:
-    from bridge.config import Settings
     from bridge.sandbox import Sandbox
 
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
-        settings = Settings().with_(
-            redis_url=None,
-            http_host="127.0.0.1",
-            http_port=0,
-            data_dir=Path(tmp),
-            recordings_dir=str(Path(tmp) / "recordings"),
-        )
-        box = Sandbox(settings, tenant_id="bench")
+        box = Sandbox(sandbox_settings(tmp), tenant_id="bench")
         box.sim.core.settings.audio_frame_ms = 1000
         agent = Agent()
         await agent.start()

@@ -19,12 +19,22 @@ import asyncio
 import json
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from bench.common import Child, PhaseResult, Target, admin_post, child_main, commands, machine, pct, say
+from bench.common import (
+    Child,
+    PhaseResult,
+    Target,
+    admin_post,
+    child_main,
+    commands,
+    machine,
+    pct,
+    sandbox_settings,
+    say,
+)
 
 TARGET_PER_S = 1000
 MODULE = "bench.webhooks"
@@ -85,20 +95,12 @@ async def _wait(rx: Child, n: int, timeout: float) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> PhaseResult:
-    from bridge.config import Settings
     from bridge.sandbox import Sandbox
 
     result = PhaseResult("webhooks")
     n = args.deliveries
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
-        settings = Settings().with_(
-            redis_url=None,
-            http_host="127.0.0.1",
-            http_port=0,
-            data_dir=Path(tmp),
-            recordings_dir=str(Path(tmp) / "recordings"),
-        )
-        box = Sandbox(settings, tenant_id="bench")
+        box = Sandbox(sandbox_settings(tmp), tenant_id="bench")
         rx = await Child(MODULE, "receiver", {}).start()
         try:
             url = (await rx.read())["url"]
