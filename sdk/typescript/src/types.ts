@@ -800,6 +800,32 @@ export interface Operations {
     };
   };
   /**
+   * GET /metrics
+   * Prometheus metrics of this process (docs/metrics.md)
+   * No auth unless BRIDGE_METRICS_TOKEN is set; then `Authorization: Bearer <token>`, else 401.
+   */
+  get_metrics: {
+    method: "GET";
+    path: "/metrics";
+    pathParams: Record<string, never>;
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body?: undefined;
+    responses: {
+      /**
+       * OK
+       * text/plain
+       */
+      "200": unknown;
+      /** Bad request: invalid_json, validation_error (the body, a header), a bad query value */
+      "400": ErrorBody;
+      /** Unauthorized: missing_credentials, invalid_api_key, invalid_token, token_expired, token_revoked */
+      "401": ErrorBody;
+      /** request_header_fields_too_large: the request line or a header over 8190 bytes, or over 128 headers */
+      "431": ErrorBody;
+    };
+  };
+  /**
    * GET /console
    * The supervisor console (HTML)
    */
@@ -1461,7 +1487,7 @@ export interface Operations {
       "409": ErrorBody;
       /** payload_too_large: the body is over 262144 bytes */
       "413": ErrorBody;
-      /** Unprocessable: tts_not_supported, idempotency_key_reused */
+      /** Unprocessable: tts_not_supported (BRIDGE_TTS=off), idempotency_key_reused */
       "422": ErrorBody;
       /** Too many requests: rate_limited, max_concurrent_exceeded (Retry-After) */
       "429": ErrorBody;
@@ -2414,6 +2440,7 @@ export type OperationId = keyof Operations;
 export const OPERATIONS = {
   get_healthz: { method: "GET", path: "/healthz" },
   get_openapi_json: { method: "GET", path: "/openapi.json" },
+  get_metrics: { method: "GET", path: "/metrics" },
   get_console: { method: "GET", path: "/console" },
   get_console_assets_filename: { method: "GET", path: "/console/assets/{filename}" },
   get_voice_agents: { method: "GET", path: "/api/v1/voice-agents" },
