@@ -187,18 +187,18 @@ class CallManager:
 
     def _route(self, event: Event) -> None:
         self.svc.metrics.esl_event(event.origin or "default", event.key)
+        uuid = event.unique_id
+        queue = self._queues.get(uuid)
+        # Nothing handles it (most CHANNEL_* events): done now, no worker woken. Order is kept,
+        # since none of a call's handled events waits behind it. The CHANNEL_DESTROY of a call
+        # with a worker still goes through: it lets the worker end.
+        unhandled = event.key not in self._handlers and (queue is None or event.name != "CHANNEL_DESTROY")
         if event.origin:
             seq = _sequence(event)
             self._last[event.origin] = (event.get("Core-UUID"), seq)
-            self._inflight.setdefault(event.origin, set()).add(seq)
-        uuid = event.unique_id
-        queue = self._queues.get(uuid)
-        if event.key not in self._handlers and (queue is None or event.name != "CHANNEL_DESTROY"):
-            # Nothing handles it (most CHANNEL_* events): done now, no worker woken. Order is
-            # kept, since none of a call's handled events waits behind it. The CHANNEL_DESTROY
-            # of a call with a worker still goes through: it lets the worker end.
-            if event.origin:
-                self._inflight[event.origin].discard(_sequence(event))
+            if not unhandled:
+                self._inflight.setdefault(event.origin, set()).add(seq)
+        if unhandled:
             return
         if queue is None:
             queue = asyncio.Queue()
