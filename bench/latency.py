@@ -41,6 +41,18 @@ def dtmf_request(call_id: str, token: str) -> tuple[str, bytes, dict[str, str]]:
     )
 
 
+async def under_rate(history: collections.deque[float], rate: int) -> float:
+    """Wait until one more request keeps its call under `rate` a second (its last `rate` send
+    times in `history`, plus a margin for the two clocks); record and return the send time."""
+    if len(history) == rate:
+        pause = history[0] + 1.02 - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+    t0 = time.perf_counter()
+    history.append(t0)
+    return t0
+
+
 async def raw_esl(api: Callable[[str], Awaitable[str]], call_id: str, n: int) -> list[float]:
     for _ in range(200):
         await api(f"uuid_exists {call_id}")
@@ -62,13 +74,7 @@ async def raw_command_paced(
     sent: dict[str, collections.deque[float]] = {c: collections.deque(maxlen=rate) for c in call_ids}
     for i in range(n + 50):
         call_id = call_ids[i % len(call_ids)]
-        history = sent[call_id]
-        if len(history) == rate:
-            pause = history[0] + 1.02 - time.perf_counter()
-            if pause > 0:
-                await asyncio.sleep(pause)
-        t0 = time.perf_counter()
-        history.append(t0)
+        t0 = await under_rate(sent[call_id], rate)
         await api(template.format(call_id))
         if i >= 50:
             samples.append((time.perf_counter() - t0) * 1000)
@@ -85,13 +91,7 @@ async def verb_latency(client: RawHttp, calls: list[tuple[str, str]], n: int, ra
     for i in range(n + 300):
         call_id, token = calls[i % len(calls)]
         path, body, headers = dtmf_request(call_id, token)
-        history = sent[call_id]
-        if len(history) == rate:
-            pause = history[0] + 1.02 - time.perf_counter()
-            if pause > 0:
-                await asyncio.sleep(pause)
-        t0 = time.perf_counter()
-        history.append(t0)
+        t0 = await under_rate(sent[call_id], rate)
         status, _ = await client.post(path, body, headers)
         elapsed = (time.perf_counter() - t0) * 1000
         if status != 200:
