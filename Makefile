@@ -74,7 +74,7 @@ CLUSTER_TESTS := test_store test_leads_store test_control_units test_control_err
   test_conference_verbs test_session_timeout test_token_life test_transfer_outcomes test_recordings_api \
   test_voice_agents_api test_shutdown test_sdk_every_method test_hardening_fields test_hardening_injection \
   test_dtmf_relay test_request_bounds test_openapi test_schemathesis test_scale_out test_scale_out_kill \
-  test_metrics
+  test_metrics test_store_batch
 
 test-cluster: $(STAMP)
 	BRIDGE_TEST_REDIS=cluster $(BIN)/pytest -q $(patsubst %,tests/%.py,$(CLUSTER_TESTS)) $(PYTEST_ARGS)

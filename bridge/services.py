@@ -95,6 +95,7 @@ class Services:
                 await closer()
             except Exception:
                 log.exception("close_failed")
+        await self.outbox.aclose()  # an emit whose caller was cancelled is still written
         await self.redis.aclose()
 
 

@@ -611,3 +611,57 @@ async def _log_until(
             return log
         await asyncio.sleep(0.02)
     raise AssertionError(f"delivery log never matched: {log}")
+
+
+async def test_subscription_changes_made_through_another_bridge_reach_a_warm_sender(
+    fast: Settings, receiver: Receiver
+) -> None:
+    """The sending bridge keeps subscriptions in memory between changes (SubscriptionCache): an
+    edit made through another bridge's API must still govern the very next event."""
+    api = await Bridge(fast.with_(webhook_secret_grace_s=0)).start(webhooks=False)
+    sender = await Bridge(fast).start()
+    moved = Receiver()
+    await moved.start()
+    try:
+        key = await api.key()
+        sub = await api.subscribe(receiver.url, ["call.started"])
+        receiver.secrets["first"] = sub["signing_secret"]
+        emit = sender.services.outbox.emit
+
+        async def one(call_id: str) -> str:
+            return (await emit("call.started", "acme", {"call_id": call_id})).event_id
+
+        first = await one("c-1")  # warms both of the sender's caches
+        await wait_until(lambda: len(receiver.requests) == 1, what="the first delivery")
+
+        _, rotated = await api.call("POST", f"{BASE}/{sub['id']}/rotate_secret", key)
+        receiver.secrets["rotated"] = rotated["signing_secret"]
+        second = await one("c-2")
+        await wait_until(lambda: len(receiver.requests) == 2, what="the delivery after rotation")
+        assert receiver.requests[1].verified_with == {"first": False, "rotated": True}
+
+        status, _ = await api.call("PATCH", f"{BASE}/{sub['id']}", key, {"url": moved.url})
+        assert status == 200
+        moved.secrets["rotated"] = rotated["signing_secret"]
+        third = await one("c-3")
+        await wait_until(lambda: moved.requests, what="the delivery to the new url")
+
+        status, _ = await api.call("PATCH", f"{BASE}/{sub['id']}", key, {"event_types": ["call.ended"]})
+        assert status == 200
+        await one("c-4")
+        status, _ = await api.call("PATCH", f"{BASE}/{sub['id']}", key, {"event_types": ["*"]})
+        assert status == 200
+        fifth = await one("c-5")
+        await wait_until(lambda: len(moved.requests) == 2, what="the delivery after '*'")
+
+        status, _ = await api.call("DELETE", f"{BASE}/{sub['id']}", key)
+        assert status == 204
+        await one("c-6")
+        await asyncio.sleep(0.5)
+        assert receiver.event_ids() == [first, second]
+        assert moved.event_ids() == [third, fifth]
+        assert all(r.verified_with == {"rotated": True} for r in moved.requests)
+    finally:
+        await moved.stop()
+        await sender.stop()
+        await api.stop()

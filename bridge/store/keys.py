@@ -214,6 +214,8 @@ def idempotency(call_id: str, key: str) -> str:
 #                             is_active, created_at, secret, previous_secret, previous_secret_expires_at,
 #                             consecutive_failures                                    no TTL
 # {tenant:<tid>}:webhooks     set    subscription ids                                 no TTL
+# {webhooks}:webhooks:version string a fresh token on every subscription change (create, update,
+#                             rotate, delete): senders keep subscriptions in memory while it holds
 # {webhooks}:webhook:<id>:deliveries list   JSON delivery log entries (one per attempt), newest first, capped
 # {webhooks}:retry            zset   delivery ids by due time (ms). A claim moves the score to a lease
 #                             deadline, so a crashed sender's attempt becomes due again on its own
@@ -244,6 +246,10 @@ def emitted_once(fact: str) -> str:
 
 def webhook(sub_id: str) -> str:
     return f"{PREFIX}{WEBHOOKS}:webhook:{sub_id}"
+
+
+def webhooks_version() -> str:
+    return f"{PREFIX}{WEBHOOKS}:webhooks:version"
 
 
 def tenant_webhooks(tenant_id: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.store import keys
+from bridge.store.batch import Batcher
 from bridge.store.redis import RedisClient
 from bridge.webhooks.outbox import DomainEvent
 from bridge.webhooks.subscriptions import Subscription, iso
@@ -117,68 +118,94 @@ def new_delivery_fields(event: DomainEvent, sub: Subscription, due_ms: int) -> d
     }
 
 
-# KEYS: 1 outbox stream, 2 retry zset, 3.. one delivery hash per matching subscription
-# ARGV: 1 group, 2 stream entry id, 3 due (ms), 4.. JSON field maps, in KEYS order
-# A delivery that already exists (the entry was fanned out before, then re-read) is left alone.
+# KEYS: 1 outbox stream, 2 retry zset, 3.. one delivery hash per (entry, matching subscription)
+# ARGV: 1 group, 2 due (ms), then per outbox entry: its id, n, and n JSON field maps (KEYS order)
+# Each entry is acked with its deliveries. A delivery that already exists (the entry was fanned
+# out before, then re-read) is left alone.
 _FAN_OUT = """
 local created = 0
-for i = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    local fields = cjson.decode(ARGV[i + 1])
-    local flat = {}
-    for k, v in pairs(fields) do
-      flat[#flat + 1] = k
-      flat[#flat + 1] = v
+local k = 3
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  for j = 1, n do
+    if redis.call('EXISTS', KEYS[k]) == 0 then
+      local fields = cjson.decode(ARGV[i + 1 + j])
+      local flat = {}
+      for f, v in pairs(fields) do
+        flat[#flat + 1] = f
+        flat[#flat + 1] = v
+      end
+      redis.call('HSET', KEYS[k], unpack(flat))
+      redis.call('ZADD', KEYS[2], ARGV[2], fields['id'])
+      created = created + 1
     end
-    redis.call('HSET', KEYS[i], unpack(flat))
-    redis.call('ZADD', KEYS[2], ARGV[3], fields['id'])
-    created = created + 1
+    k = k + 1
   end
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  i = i + 2 + n
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return created
 """
 
 # KEYS: 1 retry zset.  ARGV: 1 now (ms), 2 lease deadline (ms), 3 max count.
+# Returns {claimed ids, the lowest score left ('' when empty)}: when to look again.
 _CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
+local ids = {}
+if tonumber(ARGV[3]) > 0 then
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+  for _, id in ipairs(ids) do
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+  end
 end
-return ids
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {ids, first[2] or ''}
 """
 
-# KEYS: 1 retry zset, 2 delivery hash, 3 subscription hash, 4 delivery log
+# Per delivery: KEYS 1 retry zset, 2 delivery hash, 3 subscription hash, 4 delivery log
 # ARGV: 1 delivery id, 2 our lease (ms), 3 outcome, 4 next due (ms), 5 log entry JSON, 6 log cap,
 #       7 TTL once terminal (s), 8 "1" failed / "0" succeeded / "" neither (consecutive_failures),
 #       9.. delivery hash field/value pairs
-# Returns 0 when the lease is no longer ours: someone else owns the delivery now, so we record nothing.
+# Records nothing (0) when the lease is no longer ours: someone else owns the delivery now.
+# The script takes a batch (bridge.store.batch): KEYS four per delivery; ARGV per delivery its
+# count, then its arguments as above. Returns one 0/1 per delivery.
 _COMPLETE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if (not score) or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
-if #ARGV >= 9 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 9))
-end
-if ARGV[3] == 'retrying' then
-  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-else
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[7]) end
-  -- A delivered record only guards against a second fan-out; the body is dead weight by then.
-  if ARGV[3] == 'delivered' then redis.call('HDEL', KEYS[2], 'body') end
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  if ARGV[8] == '1' then
-    redis.call('HINCRBY', KEYS[3], 'consecutive_failures', 1)
-  elseif ARGV[8] == '0' then
-    redis.call('HSET', KEYS[3], 'consecutive_failures', '0')
+local function complete(K, A)
+  local score = redis.call('ZSCORE', K[1], A[1])
+  if (not score) or tonumber(score) ~= tonumber(A[2]) then return 0 end
+  if #A >= 9 then
+    redis.call('HSET', K[2], unpack(A, 9))
   end
-  if ARGV[5] ~= '' then
-    redis.call('LPUSH', KEYS[4], ARGV[5])
-    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+  if A[3] == 'retrying' then
+    redis.call('ZADD', K[1], A[4], A[1])
+  else
+    redis.call('ZREM', K[1], A[1])
+    if tonumber(A[7]) > 0 then redis.call('EXPIRE', K[2], A[7]) end
+    -- A delivered record only guards against a second fan-out; the body is dead weight by then.
+    if A[3] == 'delivered' then redis.call('HDEL', K[2], 'body') end
   end
+  if redis.call('EXISTS', K[3]) == 1 then
+    if A[8] == '1' then
+      redis.call('HINCRBY', K[3], 'consecutive_failures', 1)
+    elseif A[8] == '0' then
+      redis.call('HSET', K[3], 'consecutive_failures', '0')
+    end
+    if A[5] ~= '' then
+      redis.call('LPUSH', K[4], A[5])
+      redis.call('LTRIM', K[4], 0, tonumber(A[6]) - 1)
+    end
+  end
+  return 1
 end
-return 1
+local out = {}
+local a = 1
+for d = 0, #KEYS / 4 - 1 do
+  local n = tonumber(ARGV[a])
+  out[#out + 1] = complete({KEYS[d * 4 + 1], KEYS[d * 4 + 2], KEYS[d * 4 + 3], KEYS[d * 4 + 4]},
+                           {unpack(ARGV, a + 1, a + n)})
+  a = a + 1 + n
+end
+return out
 """
 
 # KEYS: 1 retry zset.  ARGV: 1 delivery id, 2 our lease (ms), 3 new due (ms).
@@ -222,20 +249,72 @@ class DeliveryQueue:
         self._release = redis.register_script(_RELEASE)
         self._drop = redis.register_script(_DROP)
         self._redeliver = redis.register_script(_REDELIVER)
+        # Attempts that finish together are recorded in one script call.
+        self._completions: Batcher[tuple[list[str], list[str | int]], bool] = Batcher(
+            self._complete_many, max_batch=128
+        )
+
+    async def _complete_many(self, items: list[tuple[list[str], list[str | int]]]) -> list[bool]:
+        script_keys: list[str] = []
+        args: list[str | int] = []
+        for k, a in items:
+            script_keys += k
+            args += [len(a), *a]
+        return [bool(x) for x in await self._complete(keys=script_keys, args=args)]
+
+    async def aclose(self) -> None:
+        await self._completions.aclose()
 
     async def fan_out(
         self, group: str, entry_id: str, event: DomainEvent, subs: list[Subscription], due_ms: int
     ) -> int:
         """Record one delivery per subscription and ack the outbox entry, atomically."""
-        docs = [new_delivery_fields(event, sub, due_ms) for sub in subs]
-        script_keys = [keys.outbox(), keys.webhook_retry_queue()] + [keys.delivery(d["id"]) for d in docs]
-        args = [group, entry_id, str(due_ms)] + [json.dumps(d) for d in docs]
+        return await self.fan_out_many(group, [(entry_id, event, subs)], due_ms)
+
+    async def fan_out_many(
+        self,
+        group: str,
+        entries: list[tuple[str, DomainEvent | None, list[Subscription]]],
+        due_ms: int,
+    ) -> int:
+        """fan_out for a batch of outbox entries in one call; an entry whose event is None (it
+        could not be read) is only acked. Returns the deliveries created."""
+        if not entries:
+            return 0
+        script_keys = [keys.outbox(), keys.webhook_retry_queue()]
+        args: list[str] = [group, str(due_ms)]
+        for entry_id, event, subs in entries:
+            docs = [] if event is None else [new_delivery_fields(event, sub, due_ms) for sub in subs]
+            script_keys += [keys.delivery(d["id"]) for d in docs]
+            args += [entry_id, str(len(docs))] + [json.dumps(d) for d in docs]
         return int(await self._fan_out(keys=script_keys, args=args))
 
     async def claim(self, now: int, lease_until: int, limit: int) -> list[str]:
         if limit <= 0:
             return []
-        return list(await self._claim(keys=[keys.webhook_retry_queue()], args=[now, lease_until, limit]))
+        return (await self.claim_due(now, lease_until, limit))[0]
+
+    async def claim_due(self, now: int, lease_until: int, limit: int) -> tuple[list[str], int | None]:
+        """Lease up to `limit` due deliveries; also the lowest score left in the queue (the next
+        due time, or an attempt's lease deadline), None when it is empty."""
+        ids, first = await self._claim(
+            keys=[keys.webhook_retry_queue()], args=[now, lease_until, max(0, limit)]
+        )
+        return list(ids), (int(float(first)) if first not in ("", b"", None) else None)
+
+    async def load_many(
+        self, delivery_ids: list[str], *, version_key: str | None = None
+    ) -> tuple[str | None, list[Delivery | None]]:
+        """Each id's delivery (None when gone) in one round trip, with the value of `version_key`
+        (read first: the subscription token, SubscriptionCache) when one is named."""
+        pipe = self.redis.pipeline(transaction=False)
+        if version_key is not None:
+            pipe.get(version_key)
+        for delivery_id in delivery_ids:
+            pipe.hgetall(keys.delivery(delivery_id))
+        rows = await pipe.execute() if (version_key is not None or delivery_ids) else []
+        version = rows.pop(0) if version_key is not None else None
+        return version, [Delivery.from_hash(raw) if raw and "sub_id" in raw else None for raw in rows]
 
     async def load(self, delivery_id: str) -> Delivery | None:
         raw = await self.redis.hgetall(keys.delivery(delivery_id))
@@ -267,17 +346,13 @@ class DeliveryQueue:
         ]
         for k, v in fields.items():
             argv += [k, v]
-        return bool(
-            await self._complete(
-                keys=[
-                    keys.webhook_retry_queue(),
-                    keys.delivery(delivery.id),
-                    keys.webhook(delivery.sub_id),
-                    keys.webhook_deliveries(delivery.sub_id),
-                ],
-                args=argv,
-            )
-        )
+        script_keys = [
+            keys.webhook_retry_queue(),
+            keys.delivery(delivery.id),
+            keys.webhook(delivery.sub_id),
+            keys.webhook_deliveries(delivery.sub_id),
+        ]
+        return await self._completions.submit((script_keys, argv))
 
     async def release(self, delivery_id: str, lease: int, due_ms: int) -> bool:
         return bool(await self._release(keys=[keys.webhook_retry_queue()], args=[delivery_id, lease, due_ms]))

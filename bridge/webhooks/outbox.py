@@ -13,6 +13,7 @@ from typing import Any
 from ulid import ULID
 
 from bridge.store import keys
+from bridge.store.batch import Batcher
 from bridge.store.redis import RedisClient
 
 EVENT_TYPES = (
@@ -87,6 +88,18 @@ class Outbox:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._emit_once = redis.register_script(_EMIT_ONCE)
+        # Events emitted at the same moment (a burst of ESL events, many verbs) share one XADD
+        # pipeline (bridge.store.batch): an emit still returns only once its entry is in Redis.
+        self._xadds: Batcher[dict[str, str], str] = Batcher(self._xadd_many)
+
+    async def _xadd_many(self, entries: list[dict[str, str]]) -> list[str | BaseException]:
+        pipe = self.redis.pipeline(transaction=False)
+        for fields in entries:
+            pipe.xadd(keys.outbox(), fields, maxlen=keys.OUTBOX_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def aclose(self) -> None:
+        await self._xadds.aclose()
 
     def build(self, event_type: str, tenant_id: str, data: dict[str, Any]) -> DomainEvent:
         if event_type not in EVENT_TYPES:
@@ -102,8 +115,7 @@ class Outbox:
         when it was out already."""
         event = self.build(event_type, tenant_id, data)
         if once is None:
-            fields = event.to_fields()
-            await self.redis.xadd(keys.outbox(), fields, maxlen=keys.OUTBOX_MAXLEN, approximate=True)
+            await self._xadds.submit(event.to_fields())
             return event
         pairs = [x for item in event.to_fields().items() for x in item]
         fact = keys.emitted_once(f"{event_type}:{once}")

@@ -45,7 +45,7 @@ from bridge.webhooks.signing import (
     TIMESTAMP_HEADER,
     signature_header,
 )
-from bridge.webhooks.subscriptions import Subscription, WebhookStore, iso
+from bridge.webhooks.subscriptions import Subscription, SubscriptionCache, WebhookStore, iso
 
 if TYPE_CHECKING:
     from bridge.services import Services
@@ -101,6 +101,9 @@ class WebhookService:
         self.metrics = services.metrics
         self.redis = services.redis
         self.store = WebhookStore(self.redis)
+        # One per loop: each reads the version token at its own batches.
+        self._fan_out_subs = SubscriptionCache(self.store)
+        self._send_subs = SubscriptionCache(self.store)
         self.queue = DeliveryQueue(self.redis)
         self.group = keys.OUTBOX_WEBHOOK_GROUP
         # Unique per start, so two processes with one instance_id (or a restart) never share a PEL.
@@ -159,6 +162,7 @@ class WebhookService:
             await cancel_and_wait(pending, timeout_s=left, what="webhooks")
         self._loops.clear()
         self._inflight.clear()
+        await self.queue.aclose()  # completions already handed to Redis are read back
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -225,8 +229,7 @@ class WebhookService:
                     block=self.block_ms,
                 )
                 for _stream, entries in reply or []:
-                    for entry_id, fields in entries:
-                        await self._fan_out(entry_id, fields)
+                    await self._fan_out(entries)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -264,6 +267,7 @@ class WebhookService:
                 count=self.batch_size,
             )
             cursor, entries = reply[0], reply[1]
+            live: list[tuple[str, dict[str, str]]] = []
             for entry_id, fields in entries:
                 if entry_id is None:
                     continue
@@ -272,29 +276,32 @@ class WebhookService:
                     await self.redis.xack(keys.outbox(), self.group, entry_id)
                     continue
                 log.info("webhooks_outbox_entry_reclaimed", entry_id=entry_id)
-                await self._fan_out(entry_id, fields)
+                live.append((entry_id, fields))
+            await self._fan_out(live)
             if cursor in ("0-0", b"0-0"):
                 return
 
-    async def _fan_out(self, entry_id: str, fields: dict[str, str]) -> None:
-        try:
-            event = DomainEvent.from_fields(fields)
-        except (KeyError, ValueError, TypeError):
-            # Retrying a malformed entry would block nobody but would never succeed either.
-            log.error("webhooks_outbox_entry_malformed", entry_id=entry_id, fields=fields)
-            await self.redis.xack(keys.outbox(), self.group, entry_id)
+    async def _fan_out(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """One batch of outbox entries -> deliveries, acked with them in one Lua call."""
+        if not entries:
             return
-        subs = await self.store.matching(event.tenant_id, event.event_type)
-        created = await self.queue.fan_out(self.group, entry_id, event, subs, now_ms())
+        await self._fan_out_subs.refresh()
+        batch: list[tuple[str, DomainEvent | None, list[Subscription]]] = []
+        for entry_id, fields in entries:
+            try:
+                event = DomainEvent.from_fields(fields)
+            except (KeyError, ValueError, TypeError):
+                # Retrying a malformed entry would block nobody but would never succeed either:
+                # it is acked with no delivery.
+                log.error("webhooks_outbox_entry_malformed", entry_id=entry_id, fields=fields)
+                batch.append((entry_id, None, []))
+                continue
+            subs = await self._fan_out_subs.matching(event.tenant_id, event.event_type)
+            batch.append((entry_id, event, subs))
+        created = await self.queue.fan_out_many(self.group, batch, now_ms())
         if created:
             self._wake.set()
-        log.debug(
-            "webhooks_event_fanned_out",
-            event_id=event.event_id,
-            event_type=event.event_type,
-            subscriptions=len(subs),
-            created=created,
-        )
+        log.debug("webhooks_events_fanned_out", entries=len(batch), created=created)
 
     # ------------------------------------------------------------------ deliveries -> HTTP
 
@@ -307,14 +314,10 @@ class WebhookService:
                 if free > 0:
                     now = now_ms()
                     lease = now + self.lease_ms
-                    for delivery_id in await self.queue.claim(now, lease, free):
-                        task = asyncio.create_task(
-                            self._run(delivery_id, lease), name=f"webhooks.attempt.{delivery_id}"
-                        )
-                        self._inflight.add(task)
-                        task.add_done_callback(self._attempt_done)
+                    claimed, next_due = await self.queue.claim_due(now, lease, free)
+                    await self._start_attempts(claimed, lease)
                     if len(self._inflight) < self.max_concurrency:
-                        await self._sleep_until_due()
+                        await self._sleep_until(next_due)
                     else:
                         await self._wait_wake(self.poll_s)
                 else:
@@ -328,12 +331,27 @@ class WebhookService:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _sleep_until_due(self) -> None:
-        nxt = await self.queue.next_due_ms()
+    async def _start_attempts(self, claimed: list[str], lease: int) -> None:
+        """Load what was claimed (deliveries, and their subscriptions unless the cache has them)
+        and send each in its own task."""
+        if not claimed:
+            return
+        version, deliveries = await self.queue.load_many(claimed, version_key=keys.webhooks_version())
+        self._send_subs.observe(version)
+        subs = await self._send_subs.get_many([d.sub_id for d in deliveries if d is not None])
+        for delivery_id, delivery in zip(claimed, deliveries, strict=True):
+            sub = subs.get(delivery.sub_id) if delivery is not None else None
+            task = asyncio.create_task(
+                self._run(delivery_id, delivery, sub, lease), name=f"webhooks.attempt.{delivery_id}"
+            )
+            self._inflight.add(task)
+            task.add_done_callback(self._attempt_done)
+
+    async def _sleep_until(self, next_due: int | None) -> None:
         wait = self.poll_s
-        if nxt is not None:
+        if next_due is not None:
             # Other instances add work too, so never sleep longer than one poll.
-            wait = min(wait, max(0.0, (nxt - now_ms()) / 1000))
+            wait = min(wait, max(0.0, (next_due - now_ms()) / 1000))
         if wait > 0:
             await self._wait_wake(wait)
 
@@ -351,17 +369,20 @@ class WebhookService:
             self.metrics.redis_error("webhooks", exc)
             log.error("webhooks_attempt_crashed", task=task.get_name(), exc_info=exc)
 
-    async def _run(self, delivery_id: str, lease: int) -> None:
+    async def _run(
+        self, delivery_id: str, delivery: Delivery | None, sub: Subscription | None, lease: int
+    ) -> None:
         try:
-            await self._attempt(delivery_id, lease)
+            await self._attempt(delivery_id, delivery, sub, lease)
         except asyncio.CancelledError:
             # Graceful stop mid-attempt: make it due now rather than after the lease runs out.
             with contextlib.suppress(Exception):
                 await self.queue.release(delivery_id, lease, now_ms())
             raise
 
-    async def _attempt(self, delivery_id: str, lease: int) -> None:
-        delivery = await self.queue.load(delivery_id)
+    async def _attempt(
+        self, delivery_id: str, delivery: Delivery | None, sub: Subscription | None, lease: int
+    ) -> None:
         if delivery is None:
             # The record expired or was deleted: a stale queue entry.
             await self.queue.drop(delivery_id, lease, delete=False)
@@ -369,7 +390,6 @@ class WebhookService:
         if delivery.state in (DELIVERED, DEAD):
             await self.queue.drop(delivery_id, lease, delete=False)
             return
-        sub = await self.store.get(delivery.sub_id)
         if sub is None:
             log.info("webhooks_delivery_dropped", delivery_id=delivery_id, reason="subscription_deleted")
             await self.queue.drop(delivery_id, lease, delete=True)

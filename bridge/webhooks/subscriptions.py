@@ -43,6 +43,12 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def new_version() -> str:
+    # A fresh token, not a counter: a FLUSHDB (or a restored backup) cannot bring back a value a
+    # sender still holds with other subscriptions behind it.
+    return str(ULID())
+
+
 def new_secret() -> str:
     return f"{SECRET_PREFIX}{secrets.token_urlsafe(32)}"
 
@@ -205,9 +211,11 @@ class Subscription:
 
 # HSET only on a subscription that still exists: a PATCH racing a DELETE must not resurrect
 # a half-filled hash.
+# KEYS[2] is the version token (keys.webhooks_version), ARGV[1] its new value.
 _UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -218,6 +226,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local current = redis.call('HGET', KEYS[1], 'secret')
 redis.call('HSET', KEYS[1], 'previous_secret', current, 'previous_secret_expires_at', ARGV[2],
            'secret', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -252,7 +261,27 @@ class WebhookStore:
         pipe.hset(keys.webhook(sub.id), mapping=sub.to_hash())
         pipe.sadd(keys.tenant_webhooks(tenant_id), sub.id)
         await pipe.execute()
+        # After both writes, not in their pipeline: on a cluster the set may live on another node,
+        # and a sender must not see the new token before the set has the new id.
+        await self._changed()
         return sub
+
+    async def _changed(self) -> None:
+        await self.redis.set(keys.webhooks_version(), new_version())
+
+    async def version(self) -> str | None:
+        """The token every subscription change replaces (SubscriptionCache)."""
+        return await self.redis.get(keys.webhooks_version())
+
+    async def get_many(self, sub_ids: list[str]) -> list[Subscription | None]:
+        """Each id's subscription (None when missing), in one round trip."""
+        if not sub_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for sub_id in sub_ids:
+            pipe.hgetall(keys.webhook(sub_id))
+        rows = await pipe.execute()
+        return [Subscription.from_hash(raw) if raw and "secret" in raw else None for raw in rows]
 
     async def get(self, sub_id: str, tenant_id: str | None = None) -> Subscription | None:
         """None when missing, or when it belongs to another tenant (callers answer 404 either way)."""
@@ -285,17 +314,19 @@ class WebhookStore:
         fields = {k: v for k, v in updated.to_hash().items() if k in changes}
         if not fields:
             return sub
-        argv: list[str] = []
+        argv: list[str] = [new_version()]
         for k, v in fields.items():
             argv += [k, v]
-        if not await self._update(keys=[keys.webhook(sub.id)], args=argv):
+        if not await self._update(keys=[keys.webhook(sub.id), keys.webhooks_version()], args=argv):
             return None
         return await self.get(sub.id)
 
     async def rotate_secret(self, sub: Subscription, grace_s: float) -> tuple[Subscription, str] | None:
         secret = new_secret()
         expires = time.time() + grace_s
-        if not await self._rotate(keys=[keys.webhook(sub.id)], args=[secret, repr(expires)]):
+        if not await self._rotate(
+            keys=[keys.webhook(sub.id), keys.webhooks_version()], args=[secret, repr(expires), new_version()]
+        ):
             return None
         rotated = await self.get(sub.id)
         if rotated is None:
@@ -308,3 +339,47 @@ class WebhookStore:
         pipe.delete(keys.webhook(sub.id), keys.webhook_deliveries(sub.id))
         pipe.srem(keys.tenant_webhooks(sub.tenant_id), sub.id)
         await pipe.execute()
+        await self._changed()
+
+
+_UNSEEN = object()
+CACHE_MAX_TENANTS = 10_000
+
+
+class SubscriptionCache:
+    """Subscriptions as of one version token, for the webhook senders.
+
+    A sender reads the token once per batch (one GET, or one more command in a pipeline it sends
+    anyway) and asks Redis for subscriptions again only when the token moved. It reads the token
+    before the subscriptions, so a change that lands in between is cached under the old token and
+    replaced at the next batch: a delivery never goes out on a subscription older than the batch
+    it was claimed in. consecutive_failures, which every attempt changes, does not move the token:
+    the senders do not use it.
+    """
+
+    def __init__(self, store: WebhookStore) -> None:
+        self.store = store
+        self._version: object = _UNSEEN
+        self._by_id: dict[str, Subscription | None] = {}
+        self._by_tenant: dict[str, list[Subscription]] = {}
+
+    def observe(self, version: str | None) -> None:
+        if version != self._version or len(self._by_tenant) > CACHE_MAX_TENANTS:
+            self._version = version
+            self._by_id.clear()
+            self._by_tenant.clear()
+
+    async def refresh(self) -> None:
+        self.observe(await self.store.version())
+
+    async def get_many(self, sub_ids: list[str]) -> dict[str, Subscription | None]:
+        missing = [i for i in dict.fromkeys(sub_ids) if i not in self._by_id]
+        for sub_id, sub in zip(missing, await self.store.get_many(missing), strict=True):
+            self._by_id[sub_id] = sub
+        return {i: self._by_id[i] for i in sub_ids}
+
+    async def matching(self, tenant_id: str, event_type: str) -> list[Subscription]:
+        subs = self._by_tenant.get(tenant_id)
+        if subs is None:
+            subs = self._by_tenant[tenant_id] = await self.store.list(tenant_id)
+        return [s for s in subs if s.is_active and s.matches(event_type)]

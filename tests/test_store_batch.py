@@ -1,0 +1,97 @@
+"""bridge.store.batch: concurrent callers share round trips, and each still gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.store import keys
+from bridge.store.batch import Batcher
+from bridge.store.redis import connect
+from bridge.webhooks.outbox import Outbox
+
+
+async def test_a_lone_item_goes_at_once_and_what_queues_behind_it_goes_together() -> None:
+    sizes: list[int] = []
+    gate = asyncio.Event()
+
+    async def flush(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            await gate.wait()  # the first round trip is "on the wire" while the others arrive
+        return [i * 10 for i in items]
+
+    b: Batcher[int, int] = Batcher(flush, max_batch=50)
+    first = asyncio.create_task(b.submit(0))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(b.submit(i)) for i in range(1, 121)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 0
+    assert await asyncio.gather(*rest) == [i * 10 for i in range(1, 121)]
+    assert sizes == [1, 50, 50, 20]
+
+
+async def test_an_item_that_fails_fails_alone_and_a_failed_call_fails_its_whole_batch() -> None:
+    calls = 0
+
+    async def flush(items: list[str]) -> list[str | BaseException]:
+        nonlocal calls
+        calls += 1
+        if "down" in items:
+            raise ConnectionError("redis is down")
+        return [ValueError(i) if i == "bad" else i.upper() for i in items]
+
+    b: Batcher[str, str] = Batcher(flush)
+    ok, bad = await asyncio.gather(b.submit("ok"), b.submit("bad"), return_exceptions=True)
+    assert ok == "OK" and isinstance(bad, ValueError)
+    # Submitted in one tick, the three share one call, and its failure.
+    results = await asyncio.gather(b.submit("x"), b.submit("down"), b.submit("y"), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results) and calls == 2
+    assert await b.submit("after") == "AFTER"  # the batcher goes on after a failure
+
+
+async def test_a_cancelled_caller_s_item_is_still_sent() -> None:
+    sent: list[str] = []
+    gate = asyncio.Event()
+
+    async def flush(items: list[str]) -> list[str]:
+        await gate.wait()
+        sent.extend(items)
+        return items
+
+    b: Batcher[str, str] = Batcher(flush)
+    task = asyncio.create_task(b.submit("kept"))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    await b.aclose()
+    assert sent == ["kept"]
+
+
+async def test_concurrent_emits_all_reach_the_outbox_in_order(redis_url: str) -> None:
+    client = connect(redis_url)
+    try:
+        await client.delete(keys.outbox())
+        outbox = Outbox(client)
+        events = await asyncio.gather(
+            *[outbox.emit("call.started", "acme", {"call_id": f"c-{i}"}) for i in range(300)]
+        )
+        stored = await outbox.read_all()
+        assert [e.event_id for e in stored] == [e.event_id for e in events if e is not None]
+        assert [e.data["call_id"] for e in stored] == [f"c-{i}" for i in range(300)]
+    finally:
+        await client.aclose()
+
+
+async def test_an_emit_with_redis_gone_raises() -> None:
+    client = connect("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(Exception) as info:
+            await Outbox(client).emit("call.started", "acme", {"call_id": "c-1"})
+        assert "Connect" in type(info.value).__name__ or "connect" in str(info.value).lower()
+    finally:
+        await client.aclose()
