@@ -665,3 +665,14 @@ async def test_subscription_changes_made_through_another_bridge_reach_a_warm_sen
         await moved.stop()
         await sender.stop()
         await api.stop()
+
+
+async def test_non_ascii_event_data_arrives_intact_and_verifies(bridge: Bridge, receiver: Receiver) -> None:
+    sub = await bridge.subscribe(receiver.url, ["call.ended"])
+    receiver.secrets["current"] = sub["signing_secret"]
+    data = {**CALL_ENDED, "notes": 'José said "no" 📞\u2028\x00 ${x}', "disposition": "über"}
+    await bridge.services.outbox.emit("call.ended", "acme", data)
+    await wait_until(lambda: receiver.requests, what="the delivery")
+    (req,) = receiver.requests
+    assert req.json["data"] == data
+    assert req.verified_with == {"current": True}
