@@ -122,6 +122,7 @@ class WebhookService:
         # live sender; a dead sender's delivery comes due again when it runs out.
         self.lease_ms = int((self.settings.webhook_timeout_s + lease_margin_s) * 1000)
         self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_s)
         self._loops: list[asyncio.Task[Any]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -423,21 +424,14 @@ class WebhookService:
         timeout_s = self.settings.webhook_timeout_s
         started = time.monotonic()
         try:
-            async with asyncio.timeout(timeout_s):
-                async with self._session.post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=timeout_s),
-                ) as resp:
-                    excerpt = await resp.content.read(RESPONSE_EXCERPT_BYTES)
-                    return AttemptResult(
-                        resp.status,
-                        None,
-                        _ms_since(started),
-                        excerpt.decode("utf-8", "replace") or None,
-                    )
+            # aiohttp's total timeout covers connecting, sending and reading the excerpt.
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout
+            ) as resp:
+                excerpt = await resp.content.read(RESPONSE_EXCERPT_BYTES)
+                return AttemptResult(
+                    resp.status, None, _ms_since(started), excerpt.decode("utf-8", "replace") or None
+                )
         except TimeoutError:
             return AttemptResult(None, f"timeout: no response within {timeout_s:g} s", _ms_since(started))
         except aiohttp.ClientError as exc:

@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +39,10 @@ class WebhookInputError(ValueError):
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`2026-05-01T14:37:08.102Z` (UTC, milliseconds, truncated)."""
+    ms = round(ts * 1_000_000) // 1000  # as datetime does: to the microsecond, then truncated
+    # time.strftime, not datetime.isoformat: three of these per webhook attempt showed in profiles.
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
 
 
 def new_version() -> str:
