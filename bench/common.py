@@ -70,9 +70,30 @@ def mean(samples: list[float]) -> float:
 # ---------------------------------------------------------------- the machine
 
 
+_REFERENCE_LOOP_S: list[float] = []
+
+
+def reference_loop_s() -> float:
+    """Seconds for 2,000,000 pure-Python additions (best of 3, measured once per process): how
+    fast a core of this machine runs Python, so figures from two machines can be compared."""
+    if not _REFERENCE_LOOP_S:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            x = 0
+            for i in range(2_000_000):
+                x += i
+            best = min(best, time.perf_counter() - t0)
+        _REFERENCE_LOOP_S.append(best)
+    return _REFERENCE_LOOP_S[0]
+
+
 def machine() -> str:
     load = os.getloadavg()
-    return f"{os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)"
+    return (
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min), "
+        f"reference loop {reference_loop_s() * 1000:.0f} ms (2M Python additions; lower is faster)"
+    )
 
 
 def rss_kib(pid: int | str = "self") -> int:

@@ -346,6 +346,17 @@ async def run(args: argparse.Namespace) -> PhaseResult:
         result.figures["verbs/s, two bridge processes"] = two["per_s"]
         result.figures["non-200, two bridges"] = two["failed"]
         result.figures["ratio two bridges / one"] = two["per_s"] / one["per_s"]
+        # What the ratio would need: every process's CPU per verb (one-bridge run) at 1.8x the
+        # one-bridge rate, against the CPUs there are; and whether two bridges cost more CPU per
+        # verb than one (shared-state contention), which would stop scaling on any machine.
+        per_verb_s = sum(one["cpu_ms_per_verb"].values()) / 1000
+        result.figures["CPUs the 1.8x rate needs (all processes)"] = (
+            TARGET_SCALE_RATIO * one["per_s"] * per_verb_s
+        )
+        result.figures["CPUs here"] = float(len(os.sched_getaffinity(0)))
+        result.figures["bridge CPU per verb, two bridges / one"] = (
+            two["cpu_ms_per_verb"]["bridge"] / one["cpu_ms_per_verb"]["bridge"]
+        )
         result.targets.append(
             Target(
                 f"two bridges >= {TARGET_SCALE_RATIO}x one (near-linear)",
@@ -363,7 +374,10 @@ async def run(args: argparse.Namespace) -> PhaseResult:
         "bridges on one switch; both bridges are up before any call is placed. 'per CPU-second'",
         "= verbs / CPU time the bridge process got: its rate on a core of its own (shown, not",
         "judged).",
-        f"A second box only scales if there are cores for it: {machine()}.",
+        "A second box only scales if there are cores for it: 'CPUs the 1.8x rate needs' is the",
+        "CPU every process used per verb in the one-bridge run, times 1.8x its rate; 'bridge CPU",
+        "per verb, two / one' near 1.0 says the bridges do not slow each other down through Redis.",
+        f"{machine()}.",
     ]
     return result
 
