@@ -676,3 +676,18 @@ async def test_non_ascii_event_data_arrives_intact_and_verifies(bridge: Bridge, 
     (req,) = receiver.requests
     assert req.json["data"] == data
     assert req.verified_with == {"current": True}
+
+
+async def test_a_receiver_s_cookie_is_not_sent_back(bridge: Bridge, receiver: Receiver) -> None:
+    async def set_cookie(_n: int, _r: Received) -> web.StreamResponse:
+        resp = web.Response(text="ok")
+        resp.set_cookie("session", "s3cret")
+        return resp
+
+    receiver.behaviour = set_cookie
+    # By name: aiohttp's default jar would keep a cookie for a host name, not for 127.0.0.1.
+    await bridge.subscribe(receiver.url.replace("127.0.0.1", "localhost"), ["call.started"])
+    for i in range(2):
+        await bridge.services.outbox.emit("call.started", "acme", {"call_id": f"c-{i}"})
+        await wait_until(lambda i=i: len(receiver.requests) == i + 1, what=f"delivery {i + 1}")
+    assert all("Cookie" not in r.headers for r in receiver.requests)

@@ -138,6 +138,8 @@ class WebhookService:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_concurrency),
             headers={"User-Agent": USER_AGENT},
+            # A receiver's Set-Cookie is never sent back, to it or to another tenant's endpoint.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._started = True
         self._stopping = False
