@@ -103,7 +103,13 @@ async def test_the_outcome_waits_for_the_far_end_to_answer(sandbox, agent_server
 
     [transferred] = await wait_until(lambda: events(sandbox, call.call_id, "ai_session.transferred"))
     assert transferred.data["destination"] == NUMBER
-    session = await _session(sandbox, call.call_id)
+
+    # The event is emitted just before the session is ended: it may be seen a moment earlier.
+    async def ended() -> Any:
+        s = await _session(sandbox, call.call_id)
+        return s if s.state == "ended" else None
+
+    session = await wait_until(ended, timeout=5)
     assert (session.state, session.outcome) == ("ended", "transferred_e164")
     assert session.transfer["state"] == "connected"
     assert snapshot(sandbox, call.call_id)["bridged_to"] is not None
@@ -150,3 +156,24 @@ async def test_the_recording_goes_on_after_a_queue_transfer_and_says_where_the_a
     assert ready.data["covers"] == "call"
     offset = ready.data["ai_session_ended_offset_s"]
     assert 0.2 < offset < ready.data["duration_ms"] / 1000 - 0.3
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        '{"state":"pending"}',
+        '{"state":"dialing","destination":7}',
+        '{"state":"dialing","destination_type":"e164"}',
+    ],
+)
+async def test_a_transfer_field_the_bridge_did_not_write_is_not_followed(
+    sandbox, agent_server: AgentServer, stored: str
+):
+    """A PARK or BRIDGE of the call must not fail (and so end the call) on such a record."""
+    call = await start_call(sandbox, agent_server)
+    services = sandbox.runtime.services
+    assert await services.sessions.compare_and_set(call.call_id, "transfer", "", stored) == 1
+    watch = services.calls.transfers
+    assert await watch._dialing(call.call_id) is None
+    session = await _session(sandbox, call.call_id)
+    assert session.state == "in_progress"

@@ -55,7 +55,12 @@ class TransferWatch:
             return None
         # `pending`: the verb has sent uuid_transfer but not yet recorded it; a queue transfer
         # is never followed (it ends the session as soon as the switch takes it).
-        if record.get("state") not in (DIALING, "pending") or record.get("destination_type") == "agent_queue":
+        if not isinstance(record, dict) or record.get("state") not in (DIALING, "pending"):
+            return None
+        # A queue transfer is never followed; a record without its destination is not a transfer
+        # this bridge wrote, and must not fail the call's event handling.
+        kind, where = record.get("destination_type"), record.get("destination")
+        if kind == "agent_queue" or not isinstance(kind, str) or not isinstance(where, str):
             return None
         return raw, record
 
