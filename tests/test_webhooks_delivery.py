@@ -569,7 +569,7 @@ async def test_concurrent_claims_never_hand_one_delivery_to_two_senders(
 
         async def drain(q: DeliveryQueue) -> list[str]:
             got: list[str] = []
-            while batch := await q.claim(now_ms(), now_ms() + 60_000, 7):
+            while batch := (await q.claim_due(now_ms(), now_ms() + 60_000, 7))[0]:
                 got += batch
             return got
 

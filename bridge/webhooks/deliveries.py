@@ -296,11 +296,6 @@ class DeliveryQueue:
             args += [entry_id, str(len(docs))] + [_json(d) for d in docs]
         return int(await self._fan_out(keys=script_keys, args=args))
 
-    async def claim(self, now: int, lease_until: int, limit: int) -> list[str]:
-        if limit <= 0:
-            return []
-        return (await self.claim_due(now, lease_until, limit))[0]
-
     async def claim_due(self, now: int, lease_until: int, limit: int) -> tuple[list[str], int | None]:
         """Lease up to `limit` due deliveries; also the lowest score left in the queue (the next
         due time, or an attempt's lease deadline), None when it is empty."""
@@ -381,10 +376,6 @@ class DeliveryQueue:
                 args=[delivery_id, sub_id, now, iso(now / 1000)],
             )
         )
-
-    async def next_due_ms(self) -> int | None:
-        first = await self.redis.zrange(keys.webhook_retry_queue(), 0, 0, withscores=True)
-        return int(first[0][1]) if first else None
 
     async def log(self, sub_id: str) -> list[dict[str, Any]]:
         rows = await self.redis.lrange(keys.webhook_deliveries(sub_id), 0, keys.DELIVERY_LOG_MAX - 1)

@@ -308,9 +308,6 @@ class WebhookStore:
         subs = [Subscription.from_hash(raw) for raw in rows if raw and "secret" in raw]
         return sorted(subs, key=lambda s: (s.created_at, s.id))
 
-    async def matching(self, tenant_id: str, event_type: str) -> list[Subscription]:
-        return [s for s in await self.list(tenant_id) if s.is_active and s.matches(event_type)]
-
     async def update(self, sub: Subscription, **changes: Any) -> Subscription | None:
         updated = replace(sub, **changes)
         fields = {k: v for k, v in updated.to_hash().items() if k in changes}
