@@ -6,7 +6,7 @@ import pytest
 from yotel.errors import MaxConcurrentExceeded, NotFoundError, NoVoiceAgentConfigured, VoiceAgentInUse
 
 from tests.conftest import AgentServer, in_thread
-from tests.helpers import end_call, place_call, sdk
+from tests.helpers import end_call, place_call, sdk, wait_until
 
 
 async def test_crud_archive_default_and_in_use(sandbox, agent_server: AgentServer):
@@ -26,6 +26,13 @@ async def test_crud_archive_default_and_in_use(sandbox, agent_server: AgentServe
     with pytest.raises(VoiceAgentInUse):
         await in_thread(client.voice_agents.delete, agent.id)
     await end_call(sandbox, call_id)
+
+    # The hangup is handled after end_call returns: the agent is free once the session has ended.
+    async def ended() -> bool:
+        session = await sandbox.runtime.services.sessions.get(call_id)
+        return session is not None and session.terminal
+
+    await wait_until(ended, timeout=10)
     await in_thread(client.voice_agents.delete, agent.id)
     with pytest.raises(NotFoundError):
         await in_thread(client.voice_agents.get, agent.id)
