@@ -299,13 +299,7 @@ class WebhookStore:
 
     async def list(self, tenant_id: str) -> list[Subscription]:
         ids = sorted(await self.redis.smembers(keys.tenant_webhooks(tenant_id)))
-        if not ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for sub_id in ids:
-            pipe.hgetall(keys.webhook(sub_id))
-        rows = await pipe.execute()
-        subs = [Subscription.from_hash(raw) for raw in rows if raw and "secret" in raw]
+        subs = [sub for sub in await self.get_many(ids) if sub is not None]
         return sorted(subs, key=lambda s: (s.created_at, s.id))
 
     async def update(self, sub: Subscription, **changes: Any) -> Subscription | None:
