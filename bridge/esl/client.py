@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from bridge.esl.protocol import (
     MAX_HEADER_BLOCK,
     Event,
     Frame,
+    FrameSplitter,
     ProtocolError,
     encode_command,
     parse_event,
@@ -105,6 +107,10 @@ _REQUIRED_EVENTS = ("BACKGROUND_JOB", "HEARTBEAT")
 _EVENT_TYPES = frozenset({"text/event-json", "text/event-plain"})
 _REPLY_TYPES = frozenset({"command/reply", "api/response"})
 _QUEUE_FULL_LOG_EVERY = 1000
+_READ_CHUNK = 1 << 16
+# Events handed to the handlers between two yields to the loop, at most, and for at most this long.
+_DISPATCH_BATCH = 64
+_DISPATCH_SLICE_S = 0.002
 
 EventHandler = Callable[[Event], None]
 OnUp = Callable[[], Awaitable[None]]
@@ -496,13 +502,17 @@ class EslClient:
             slack = self.heartbeat_timeout / 10
             deadline = 0.0
             async with asyncio.timeout(None) as watchdog:
+                splitter = FrameSplitter()
                 while True:
                     due = loop.time() + self.heartbeat_timeout
                     if due - deadline > slack:
                         deadline = due
                         watchdog.reschedule(deadline)
-                    frame = await read_frame(conn.reader)
-                    self._handle_frame(conn, frame)
+                    data = await conn.reader.read(_READ_CHUNK)
+                    if not data:
+                        return EslConnectionError("FreeSWITCH closed the ESL connection")
+                    for frame in splitter.feed(data):
+                        self._handle_frame(conn, frame)
         except TimeoutError:
             log.error(
                 "esl_heartbeat_timeout", host=self.host, port=self.port, silent_s=self.heartbeat_timeout
@@ -612,15 +622,29 @@ class EslClient:
     # ------------------------------------------------------------ consumer tasks
 
     async def _dispatch_events(self) -> None:
+        queue = self._events
+        clock = time.monotonic
         while True:
-            event = await self._events.get()
-            for handler in tuple(self._handlers):
-                try:
-                    handler(event)
-                except Exception:
-                    log.exception("esl_event_handler_failed", handler=_name(handler), event_name=event.key)
-            # Queue.get() does not suspend while items are waiting, so without this a backlog
-            # would be drained in one go and starve the reader (and every caller) meanwhile.
+            event = await queue.get()
+            # Queue.get() does not suspend while items are waiting, so a backlog is handed out
+            # in runs bounded in count and time, with a yield after each: the reader and every
+            # caller get their turn (a slow handler yields after each event), without one loop
+            # iteration per event (that was a tenth of a flood's CPU).
+            handlers = tuple(self._handlers)
+            until = clock() + _DISPATCH_SLICE_S
+            left = _DISPATCH_BATCH
+            while True:
+                for handler in handlers:
+                    try:
+                        handler(event)
+                    except Exception:
+                        log.exception(
+                            "esl_event_handler_failed", handler=_name(handler), event_name=event.key
+                        )
+                left -= 1
+                if not left or queue.empty() or clock() > until:
+                    break
+                event = queue.get_nowait()
             await asyncio.sleep(0)
 
     async def _notify_listeners(self) -> None:
