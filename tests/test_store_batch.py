@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from bridge.store import keys
 from bridge.store.batch import Batcher
+from bridge.store.reads import PointReads
 from bridge.store.redis import connect
 from bridge.webhooks.outbox import Outbox
 
@@ -93,5 +96,50 @@ async def test_an_emit_with_redis_gone_raises() -> None:
         with pytest.raises(Exception) as info:
             await Outbox(client).emit("call.started", "acme", {"call_id": "c-1"})
         assert "Connect" in type(info.value).__name__ or "connect" in str(info.value).lower()
+    finally:
+        await client.aclose()
+
+
+async def test_point_reads_made_together_share_pipelines_and_each_gets_its_own_key(redis_url: str) -> None:
+    client = connect(redis_url)
+    try:
+        ids = [f"pr-{i}" for i in range(200)]  # sessions in many slots on a cluster
+        for i, call_id in enumerate(ids):
+            await client.hset(keys.session(call_id), mapping={"call_id": call_id, "n": str(i)})
+            await client.sadd(keys.monitored_by(call_id), f"ai-{i}", f"ai-{i}-b")
+        await client.set(keys.session("pr-string"), "not a hash")
+        reads = PointReads(client)
+        flushes = 0
+        run = reads._run
+
+        async def counted(batch: list[tuple[str, tuple[str, ...]]]) -> list[object]:
+            nonlocal flushes
+            flushes += 1
+            return await run(batch)
+
+        reads._run = counted  # type: ignore[method-assign]
+        whole, fields, members, wrong, missing = await asyncio.gather(
+            asyncio.gather(*[reads.hgetall(keys.session(c)) for c in ids]),
+            asyncio.gather(*[reads.hget(keys.session(c), "n") for c in ids]),
+            asyncio.gather(*[reads.smembers(keys.monitored_by(c)) for c in ids]),
+            reads.hgetall(keys.session("pr-string")),
+            reads.hgetall(keys.session("pr-none")),
+            return_exceptions=True,
+        )
+        assert whole == [{"call_id": c, "n": str(i)} for i, c in enumerate(ids)]
+        assert fields == [str(i) for i in range(200)]
+        assert members == [{f"ai-{i}", f"ai-{i}-b"} for i in range(200)]
+        assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)  # that read alone fails
+        assert missing == {}
+        assert flushes < 10  # 602 reads, a handful of round trips
+    finally:
+        await client.aclose()
+
+
+async def test_a_point_read_with_redis_gone_raises() -> None:
+    client = connect("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(RedisConnectionError):
+            await PointReads(client).hgetall(keys.session("c-1"))
     finally:
         await client.aclose()

@@ -18,6 +18,7 @@ import structlog
 
 from bridge.calls.sessions import iso, now_iso
 from bridge.store import keys
+from bridge.store.reads import point_reads
 from bridge.store.redis import RedisClient, multi
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ class ConferenceStore:
     # ------------------------------------------------------------ reads (the interface others use)
 
     async def get(self, conference_id: str) -> Conference | None:
-        raw = await self.redis.hgetall(keys.conference(conference_id))
+        raw = await point_reads(self.redis).hgetall(keys.conference(conference_id))
         if not raw or "conference_id" not in raw:
             return None
         return Conference.from_hash(raw)

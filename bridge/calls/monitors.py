@@ -21,6 +21,7 @@ from bridge.calls.sessions import now_iso
 from bridge.errors import SwitchError, SwitchUnavailable
 from bridge.esl.protocol import Event
 from bridge.store import keys
+from bridge.store.reads import point_reads
 from bridge.store.redis import RedisClient, multi
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class MonitorStore:
 
     async def watchers(self, target_call_id: str) -> set[str]:
         """AI call ids that monitor this channel."""
-        return set(await self.redis.smembers(keys.monitored_by(target_call_id)))
+        return await point_reads(self.redis).smembers(keys.monitored_by(target_call_id))
 
     async def release(self, ai_call_id: str, target_call_id: str) -> Monitor | None:
         """Forget one relationship; returns it, or None if it was already gone."""

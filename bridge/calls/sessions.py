@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.store import keys
+from bridge.store.reads import point_reads
 from bridge.store.redis import RedisClient, multi
 
 TERMINAL_OUTCOMES = (
@@ -218,6 +219,7 @@ return 1
 class SessionStore:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
+        self.reads = point_reads(redis)
         self._end = redis.register_script(_END)
         self._cas = redis.register_script(_CAS)
 
@@ -256,7 +258,7 @@ class SessionStore:
         return True
 
     async def get(self, call_id: str) -> Session | None:
-        raw = await self.redis.hgetall(keys.session(call_id))
+        raw = await self.reads.hgetall(keys.session(call_id))
         if not raw or "tenant_id" not in raw:
             return None
         return Session.from_hash(raw)

@@ -46,7 +46,7 @@ class TransferWatch:
 
     async def _dialing(self, call_id: str) -> tuple[str, dict[str, Any]] | None:
         """The raw field and the record of a transfer still ringing, else None."""
-        raw = await self.svc.redis.hget(keys.session(call_id), "transfer")
+        raw = await self.svc.sessions.reads.hget(keys.session(call_id), "transfer")
         if not raw:
             return None
         try:
