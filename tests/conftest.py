@@ -131,6 +131,7 @@ class AgentServer:
         self.connections: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._stopping = False
         self.url = ""
 
     async def start(self) -> None:
@@ -145,7 +146,10 @@ class AgentServer:
 
     async def stop(self) -> None:
         # Close the forks' sockets first: aiohttp's cleanup otherwise waits out its shutdown
-        # timeout (60 s) for handlers still reading from a call that was never hung up.
+        # timeout (60 s) for handlers still reading from a call that was never hung up. A fork
+        # still in its handshake now is not listed yet: it closes itself once it is (_handle),
+        # which is what hung a teardown whose calls were still being answered.
+        self._stopping = True
         for conn in self.connections:
             if not conn["closed"]:
                 await conn["ws"].close()
@@ -164,6 +168,8 @@ class AgentServer:
             "closed": False,
         }
         self.connections.append(conn)
+        if self._stopping:
+            await ws.close()
         async with self._changed:
             self._changed.notify_all()
         async for msg in ws:
