@@ -9,10 +9,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from bridge.store import keys
-from bridge.store.batch import Batcher
+from bridge.store.batch import Batcher, PipelinedScript
 from bridge.store.reads import PointReads
 from bridge.store.redis import connect
 from bridge.webhooks.outbox import Outbox
+from tests.conftest import on_cluster
 
 
 async def test_a_lone_item_goes_at_once_and_what_queues_behind_it_goes_together() -> None:
@@ -141,5 +142,63 @@ async def test_a_point_read_with_redis_gone_raises() -> None:
     try:
         with pytest.raises(RedisConnectionError):
             await PointReads(client).hgetall(keys.session("c-1"))
+    finally:
+        await client.aclose()
+
+
+_ECHO_LUA = """
+if ARGV[1] == 'fail' then return redis.error_reply('refused ' .. KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+
+async def test_script_calls_made_together_share_pipelines_each_with_its_own_answer(redis_url: str) -> None:
+    client = connect(redis_url)
+    try:
+        script = PipelinedScript(client, _ECHO_LUA)
+        flushes = 0
+        run = script._run
+
+        async def counted(batch: list[tuple[list[str], list[object]]]) -> list[object]:
+            nonlocal flushes
+            flushes += 1
+            return await run(batch)
+
+        script._run = counted  # type: ignore[method-assign]
+        ids = [f"ps-{i}" for i in range(300)]  # keys in many slots on a cluster
+        results = await asyncio.gather(
+            *[script(keys=[keys.session(c)], args=[f"v{i}"]) for i, c in enumerate(ids)],
+            script(keys=[keys.session("ps-bad")], args=["fail"]),
+            return_exceptions=True,
+        )
+        assert results[:-1] == [f"v{i}" for i in range(300)]
+        assert isinstance(results[-1], ResponseError) and "refused" in str(results[-1])  # alone
+        assert [await client.get(keys.session(c)) for c in ids] == [f"v{i}" for i in range(300)]
+        # 301 calls, a handful of round trips; on a cluster (no EVALSHA in a pipeline) each its own.
+        assert flushes == 0 if on_cluster() else flushes < 10
+    finally:
+        await client.aclose()
+
+
+async def test_script_calls_after_redis_forgot_the_script_load_it_again(redis_url: str) -> None:
+    client = connect(redis_url)
+    try:
+        script = PipelinedScript(client, _ECHO_LUA)
+        assert await script(keys=[keys.session("ps-first")], args=["one"]) == "one"
+        await client.script_flush()  # a restart or failover empties the script cache
+        results = await asyncio.gather(
+            *[script(keys=[keys.session(f"ps-again-{i}")], args=[str(i)]) for i in range(50)]
+        )
+        assert results == [str(i) for i in range(50)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_script_call_with_redis_gone_raises() -> None:
+    client = connect("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(RedisConnectionError):
+            await PipelinedScript(client, _ECHO_LUA)(keys=[keys.session("c-1")], args=["x"])
     finally:
         await client.aclose()

@@ -26,6 +26,7 @@ from typing import Any
 from bridge.api.errors import ApiError
 from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS, RateLimited
 from bridge.store import keys
+from bridge.store.batch import PipelinedScript
 from bridge.store.redis import RedisClient
 
 HEADER = "Idempotency-Key"
@@ -142,7 +143,8 @@ class IdempotencyStore:
         self.rate_limit = rate_limit
         self.lease_ms = lease_ms
         self._gate = redis.register_script(_GATE)
-        self._finish = redis.register_script(_FINISH)
+        # Answers stored at the same moment (a busy bridge) share one round trip.
+        self._finish = PipelinedScript(redis, _FINISH)
 
     async def gate(
         self,
@@ -172,3 +174,7 @@ class IdempotencyStore:
     async def release(self, call_id: str, key: str, owner: str) -> bool:
         result = await self._finish(keys=[keys.idempotency(call_id, key)], args=[owner, "release", 0, "", 0])
         return bool(result)
+
+    async def aclose(self) -> None:
+        """Wait (bounded) for the stores and releases already submitted to be sent."""
+        await self._finish.aclose()

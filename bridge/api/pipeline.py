@@ -16,7 +16,8 @@ Order (docs/control-api.md explains each step):
 
 Redis round trips per verb: one before the handler (bridge.api.admission: the credential's and
 the session's hashes, the rate limit and the idempotency claim in one script), one after it to store
-the answer, sent while the answer goes out. The body is parsed and validated before that script,
+the answer, sent while the answer goes out (answers stored at the same moment share one pipeline:
+bridge.store.batch.PipelinedScript). The body is parsed and validated before that script,
 because that has no side effect, but a bad body is reported only after the credential has been
 judged and the rate limit has counted the request, so the order above is what a client sees. Both
 scripts run through redis-py (EVALSHA via `register_script`) on a client of the pipeline's own
@@ -105,9 +106,11 @@ class ControlPipeline:
         self.redis: RedisClient = dedicated(svc.redis)
         svc.on_close(self.redis.aclose)
         self._stores: set[asyncio.Task[None]] = set()
-        svc.on_close(self.drain)  # closers run newest first: before the client closes
         lease_ms = int(lease_s * 1000)
         self.idem = idem.IdempotencyStore(self.redis, rate_limit=self.rate_limit, lease_ms=lease_ms)
+        # Closers run newest first: the answers being stored, then their batch, then the client.
+        svc.on_close(self.idem.aclose)
+        svc.on_close(self.drain)
         self.admitter = Admitter(
             self.redis, rate_limit=self.rate_limit, lease_ms=lease_ms, scope=CONTROL_ADMIN_SCOPE
         )

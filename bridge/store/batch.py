@@ -6,6 +6,7 @@ A `Batcher` sends the first item at once, and whatever is submitted while that r
 the wire goes together in the next one. A lone caller therefore waits no longer than before; a
 busy process sends a few large calls instead of many small ones. Each caller still gets its own
 result or its own exception: a failure is reported to everyone whose item was in the batch.
+`PipelinedScript` does this for one Lua script called on keys of many slots.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from redis.exceptions import NoScriptError
+
+if TYPE_CHECKING:
+    from bridge.store.redis import RedisClient
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,6 +76,55 @@ class Batcher(Generic[T, R]):
             raise
         finally:
             self._drainer = None
+
+
+_ScriptCall = tuple[list[str], list[Any]]
+
+
+class PipelinedScript:
+    """A Lua script whose calls made at the same moment go out as EVALSHAs in one pipeline.
+
+    For scripts called once per request on keys of that request's own slot (an idempotency
+    answer stored per call): one script cannot take them all on a cluster, a non-transaction
+    pipeline could. A lone call is the plain script call. A call Redis answers NOSCRIPT (its
+    script cache was flushed, a failover) is made again on its own through redis-py's Script,
+    which loads the script first. On a cluster redis-py refuses EVALSHA in a pipeline
+    ("blocked when running redis in cluster mode"), so there every call is its own round trip."""
+
+    def __init__(self, redis: RedisClient, source: str, *, max_batch: int = 256) -> None:
+        from bridge.store.redis import is_cluster
+
+        self.redis = redis
+        self.script = redis.register_script(source)
+        self._batch: Batcher[_ScriptCall, Any] | None = (
+            None if is_cluster(redis) else Batcher(self._run, max_batch=max_batch)
+        )
+
+    async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
+        if self._batch is None:
+            return await self.script(keys=keys, args=args)
+        return await self._batch.submit((keys, args))
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        if self._batch is not None:
+            await self._batch.aclose(timeout_s)
+
+    async def _run(self, calls: list[_ScriptCall]) -> list[Any]:
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await self.script(keys=keys, args=args)]
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+        results = list(await pipe.execute(raise_on_error=False))
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                keys, args = calls[i]
+                try:
+                    results[i] = await self.script(keys=keys, args=args)
+                except Exception as exc:
+                    results[i] = exc
+        return results
 
 
 def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: Exception) -> None:
