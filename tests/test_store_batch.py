@@ -177,6 +177,11 @@ async def test_script_calls_made_together_share_pipelines_each_with_its_own_answ
         assert [await client.get(keys.session(c)) for c in ids] == [f"v{i}" for i in range(300)]
         # 301 calls, a handful of round trips; on a cluster (no EVALSHA in a pipeline) each its own.
         assert flushes == 0 if on_cluster() else flushes < 10
+        # One at a time, each is the plain script call: no pipeline, no task between.
+        before = flushes
+        for i in range(20):
+            assert await script(keys=[keys.session(f"ps-lone-{i}")], args=[str(i)]) == str(i)
+        assert flushes == before
     finally:
         await client.aclose()
 

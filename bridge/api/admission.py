@@ -24,6 +24,7 @@ from typing import Any
 from bridge.api.idempotency import CLAIM_LUA, GateResult, gate_result
 from bridge.api.ratelimit import NOW_LUA, RATE_LIMIT_LUA, REPLICATE_EFFECTS_LUA, WINDOW_MS
 from bridge.store import keys
+from bridge.store.batch import PipelinedScript
 from bridge.store.redis import RedisClient, is_cluster
 
 # KEYS[1] credential hash, KEYS[2] session hash, KEYS[3] rate window, KEYS[4] idempotency hash (opt.)
@@ -85,7 +86,8 @@ class Admitter:
         self.rate_limit = rate_limit
         self.lease_ms = lease_ms
         self.scope = scope
-        self._script = redis.register_script(_ADMIT)
+        # Admissions made while one is on the wire share the next round trip (a busy bridge).
+        self._script = PipelinedScript(redis, _ADMIT)
         self._split = is_cluster(redis)
         self.redis = redis
 

@@ -43,6 +43,11 @@ class Batcher(Generic[T, R]):
             self._drainer = asyncio.create_task(self._drain(), name="redis.batch")
         return await fut
 
+    @property
+    def busy(self) -> bool:
+        """A batch is on the wire (or about to be): an item submitted now waits for it."""
+        return self._drainer is not None
+
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) for what was submitted to be sent, callers that were cancelled included."""
         if self._drainer is not None:
@@ -86,9 +91,12 @@ class PipelinedScript:
 
     For scripts called once per request on keys of that request's own slot (an idempotency
     answer stored per call): one script cannot take them all on a cluster, a non-transaction
-    pipeline could. A lone call is the plain script call. A call Redis answers NOSCRIPT (its
-    script cache was flushed, a failover) is made again on its own through redis-py's Script,
-    which loads the script first. On a cluster redis-py refuses EVALSHA in a pipeline
+    pipeline could. A call made while no other is on the wire is the plain script call, on the
+    caller's own task, so a lone caller pays nothing for the batching (no task hop; cancelling
+    it cancels its call, as with the script itself); the calls made while one is on the wire go
+    in the next pipeline. A call Redis answers NOSCRIPT (its script cache was flushed, a
+    failover) is made again on its own through redis-py's Script, which loads the script first.
+    On a cluster redis-py refuses EVALSHA in a pipeline
     ("blocked when running redis in cluster mode"), so there every call is its own round trip."""
 
     def __init__(self, redis: RedisClient, source: str, *, max_batch: int = 256) -> None:
@@ -99,11 +107,18 @@ class PipelinedScript:
         self._batch: Batcher[_ScriptCall, Any] | None = (
             None if is_cluster(redis) else Batcher(self._run, max_batch=max_batch)
         )
+        self._direct = 0  # plain script calls on the wire
 
     async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
         if self._batch is None:
             return await self.script(keys=keys, args=args)
-        return await self._batch.submit((keys, args))
+        if self._direct or self._batch.busy:
+            return await self._batch.submit((keys, args))
+        self._direct += 1
+        try:
+            return await self.script(keys=keys, args=args)
+        finally:
+            self._direct -= 1
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         if self._batch is not None:
