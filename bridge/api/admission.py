@@ -91,6 +91,10 @@ class Admitter:
         self._split = is_cluster(redis)
         self.redis = redis
 
+    async def aclose(self) -> None:
+        """Wait (bounded) for the admissions already submitted to be answered."""
+        await self._script.aclose()
+
     async def admit(
         self,
         *,

@@ -114,6 +114,7 @@ class ControlPipeline:
         self.admitter = Admitter(
             self.redis, rate_limit=self.rate_limit, lease_ms=lease_ms, scope=CONTROL_ADMIN_SCOPE
         )
+        svc.on_close(self.admitter.aclose)  # first: admissions on the wire, then the stores
 
     async def warm(self) -> None:
         """A cluster client learns the cluster's layout at its first command; several first commands
