@@ -14,15 +14,15 @@ Order (docs/control-api.md explains each step):
 8. state machine: 409 `ai_session_terminated`
 9. the verb's handler
 
-Redis round trips per verb: one before the handler (bridge.api.admission: the credential's and
-the session's hashes, the rate limit and the idempotency claim in one script), one after it to store
-the answer, sent while the answer goes out (answers stored at the same moment share one pipeline:
-bridge.store.batch.PipelinedScript). The body is parsed and validated before that script,
-because that has no side effect, but a bad body is reported only after the credential has been
-judged and the rate limit has counted the request, so the order above is what a client sees. Both
-scripts run through redis-py (EVALSHA via `register_script`) on a client of the pipeline's own
-(bridge.store.redis.dedicated: its own pool, no per-command socket timeout, no retries); each
-exchange is bounded here by one `asyncio.timeout`.
+Redis round trips per verb: one before the handler (bridge.api.admission: the credential's and the
+session's hashes, the rate limit and the idempotency claim in one script), one after it to store
+the answer, sent while the answer goes out (on a busy bridge, the calls of either script made while
+one is on the wire share the next pipeline: bridge.store.batch.PipelinedScript). The body is parsed
+and validated before that script, because that has no side effect, but a bad body is reported only
+after the credential has been judged and the rate limit has counted the request, so the order above
+is what a client sees. Both scripts run through redis-py (EVALSHA via `register_script`) on a
+client of the pipeline's own (bridge.store.redis.dedicated: its own pool, no per-command socket
+timeout, no retries); each exchange is bounded here by one `asyncio.timeout`.
 """
 
 from __future__ import annotations

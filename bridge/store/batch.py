@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from redis.exceptions import NoScriptError
 
-if TYPE_CHECKING:
-    from bridge.store.redis import RedisClient
+from bridge.store.redis import RedisClient, is_cluster
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -96,12 +95,10 @@ class PipelinedScript:
     it cancels its call, as with the script itself); the calls made while one is on the wire go
     in the next pipeline. A call Redis answers NOSCRIPT (its script cache was flushed, a
     failover) is made again on its own through redis-py's Script, which loads the script first.
-    On a cluster redis-py refuses EVALSHA in a pipeline
-    ("blocked when running redis in cluster mode"), so there every call is its own round trip."""
+    On a cluster redis-py refuses EVALSHA in a pipeline ("blocked when running redis in cluster
+    mode"), so there every call is its own round trip."""
 
     def __init__(self, redis: RedisClient, source: str, *, max_batch: int = 256) -> None:
-        from bridge.store.redis import is_cluster
-
         self.redis = redis
         self.script = redis.register_script(source)
         self._batch: Batcher[_ScriptCall, Any] | None = (
